@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Never loaded: one variable of every struct that crosses the kernel boundary,
+ * so this object's BTF describes them all and the C# layout test can compare
+ * its mirrors (tests/Trellis.Datapath.Tests/AbiLayoutTests.cs). */
+#include "lib/common.h"
+#include "lib/maps.h"
+
+struct ipcache_key abi_ipcache_key;
+struct ipcache_value abi_ipcache_value;
+struct endpoint_info abi_endpoint_info;
+struct policy_key abi_policy_key;
+struct policy_value abi_policy_value;
+struct ct_key abi_ct_key;
+struct ct_entry abi_ct_entry;
+struct flow_event abi_flow_event;
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

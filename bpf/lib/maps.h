@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Map layouts: the one definition of every key and value that crosses the
+ * kernel boundary. All maps are pinned by name under the agent's bpffs root,
+ * so they (and the programs attached to veths) outlive an agent restart. */
+#pragma once
+
+#include "common.h"
+
+/* ipcache: IP prefix -> security identity (longest prefix match). */
+struct ipcache_key {
+	__u32 prefixlen; /* LPM trie prefix length, 32 for a pod */
+	__u32 addr;      /* IPv4, network byte order */
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags; /* IPCACHE_F_* */
+};
+#define IPCACHE_F_LOCAL_ENDPOINT 1
+
+/* endpoints: host-side veth ifindex -> endpoint. */
+struct endpoint_info {
+	__u32 ep_id;
+	__u32 identity;
+	__u32 ipv4;  /* network byte order */
+	__u32 flags; /* EP_F_* */
+};
+#define EP_F_ENFORCE_INGRESS 1
+#define EP_F_ENFORCE_EGRESS 2
+
+/* Per-endpoint policy (inner map of policy_maps, keyed by endpoint id).
+ * identity 0 = any peer; dport 0 = any port; proto 0 = any protocol. */
+struct policy_key {
+	__u32 identity;
+	__u16 dport; /* host byte order */
+	__u8 proto;
+	__u8 dir; /* DIR_* */
+};
+
+struct policy_value {
+	__u32 policy_id; /* agent's number for the policy that allowed it, for flow records */
+	__u32 flags;     /* POLICY_F_* */
+};
+#define POLICY_F_DENY 1
+
+/* conntrack: one entry per flow and hook direction. The tuple is the one the
+ * first packet carried at that hook; replies are found by the reversed tuple
+ * with the opposite direction. */
+struct ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport; /* host byte order; ICMP echo: id in sport (request) */
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+
+struct ct_entry {
+	__u64 expires_ns; /* bpf_ktime_get_ns() deadline; the agent's GC removes stale entries */
+	__u64 packets;
+	__u64 bytes;
+	__u32 src_identity;
+	__u32 policy_id;
+	__u8 tx_closing; /* FIN/RST seen in the original direction */
+	__u8 rx_closing; /* FIN/RST seen in the reply direction */
+	__u8 seen_reply;
+	__u8 pad[5];
+};
+
+/* Lifetimes (ns), as Cilium's defaults. */
+#define CT_LIFETIME_TCP 21600000000000ULL
+#define CT_LIFETIME_SYN 60000000000ULL
+#define CT_LIFETIME_NONTCP 60000000000ULL
+#define CT_LIFETIME_CLOSE 10000000000ULL
+
+/* Flow event sent through the ring buffer for every new flow and every drop. */
+struct flow_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns() */
+	__u32 ep_id;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 saddr; /* network byte order */
+	__u32 daddr;
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 verdict; /* VERDICT_* */
+	__u8 reason;  /* REASON_* */
+	__u8 dir;     /* DIR_* */
+	__u8 tcp_flags;
+	__u8 is_reply;
+	__u8 pad[2];
+	__u32 policy_id;
+	__u32 pkt_len;
+	__u32 pad2;
+};
+
+/* counters: per-CPU, indexed by COUNTER_*. */
+#define COUNTER_EVENTS_LOST 0
+#define COUNTER_FORWARDED 1
+#define COUNTER_DROPPED 2
+#define COUNTER_MAX 8
+
+#ifdef __TRELLIS_MAPS__
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, IPCACHE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDPOINTS_MAX);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct endpoint_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_endpoints SEC(".maps");
+
+/* Sizes rather than types: clang 14 emits only forward declarations for types
+ * reached through an inner map, which libbpf cannot size. */
+struct policy_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POLICY_MAX);
+	__uint(key_size, sizeof(struct policy_key));
+	__uint(value_size, sizeof(struct policy_value));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, ENDPOINTS_MAX);
+	__type(key, __u32); /* endpoint id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct policy_inner);
+} trellis_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* 4 MiB */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_counters SEC(".maps");
+
+#endif

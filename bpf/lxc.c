@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+/* TC programs on the host side of every pod veth.
+ *   tc ingress of the host veth = packets leaving the pod  -> from_container (pod egress)
+ *   tc egress  of the host veth = packets entering the pod -> to_container   (pod ingress)
+ * Each looks the endpoint up by ifindex, the peer's identity in the ipcache,
+ * tracks the connection and, for packets in the original direction, asks the
+ * endpoint's policy map. New flows and drops are reported through the ring buffer. */
+#define __TRELLIS_MAPS__
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/packet.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+#include "lib/events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline __u32 ipcache_identity(__u32 addr)
+{
+	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
+	struct ipcache_value *v = bpf_map_lookup_elem(&trellis_ipcache, &k);
+	return v ? v->identity : IDENTITY_WORLD;
+}
+
+static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
+				__u32 dst_id, __u8 reason, __u8 dir)
+{
+	counter_inc(COUNTER_DROPPED);
+	emit_flow(skb, p, ep_id, src_id, dst_id, VERDICT_DROPPED, reason, dir, 0, 0);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct pkt p = {};
+	__u32 ifindex = skb->ifindex;
+	struct endpoint_info *ep = bpf_map_lookup_elem(&trellis_endpoints, &ifindex);
+	int ret = parse_packet(skb, &p);
+
+	if (ret == PARSE_PASS)
+		return TC_ACT_OK;
+	if (!ep) {
+		/* A veth with our program but no endpoint: fail closed. */
+		return drop(skb, &p, 0, 0, 0, REASON_NO_IDENTITY, dir);
+	}
+	if (ret)
+		return drop(skb, &p, ep->ep_id, 0, 0, ret, dir);
+
+	__u32 src_id, dst_id, remote_id;
+	__u32 enforce;
+	if (dir == DIR_EGRESS) {
+		if (p.saddr != ep->ipv4)
+			return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
+		src_id = ep->identity;
+		dst_id = ipcache_identity(p.daddr);
+		remote_id = dst_id;
+		enforce = ep->flags & EP_F_ENFORCE_EGRESS;
+	} else {
+		src_id = ipcache_identity(p.saddr);
+		dst_id = ep->identity;
+		remote_id = src_id;
+		enforce = ep->flags & EP_F_ENFORCE_INGRESS;
+	}
+
+	struct ct_entry *ct;
+	enum ct_result ctr = ct_lookup(&p, dir, &ct);
+	if (ctr == CT_REPLY) {
+		counter_inc(COUNTER_FORWARDED);
+		return TC_ACT_OK;
+	}
+
+	/* Original direction, new or established: policy applies to every packet,
+	 * so removing a rule cuts flows it used to allow. */
+	__u32 policy_id = 0;
+	if (enforce) {
+		struct policy_value *pv = policy_lookup(ep->ep_id, remote_id, p.dport, p.proto, dir);
+		if (!pv)
+			return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_POLICY_DENIED, dir);
+		if (pv->flags & POLICY_F_DENY)
+			return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_POLICY_DENY_RULE, dir);
+		policy_id = pv->policy_id;
+	}
+
+	counter_inc(COUNTER_FORWARDED);
+	if (ctr == CT_NEW) {
+		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
+		ct_create(&p, dir, src_id, policy_id);
+		emit_flow(skb, &p, ep->ep_id, src_id, dst_id, VERDICT_FORWARDED, REASON_NONE, dir, 0, policy_id);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int to_container(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}

@@ -1,0 +1,27 @@
+using Trellis.Api;
+
+namespace Trellis.Agent;
+
+public sealed record AgentOptions
+{
+    public string Node { get; init; } = AgentPaths.DefaultNode;
+    public string PodCidr { get; init; } = "10.200.0.0/24";
+    public int FlowStoreSize { get; init; } = 4096;
+    public TimeSpan ConntrackGcInterval { get; init; } = TimeSpan.FromSeconds(30);
+    public string? StateDirOverride { get; init; }
+    public string? PinRootOverride { get; init; }
+    public string? SocketOverride { get; init; }
+
+    public string StateDir => StateDirOverride ?? AgentPaths.StateDir(Node);
+    public string PinRoot => PinRootOverride ?? AgentPaths.PinRoot(Node);
+    public string SocketPath => SocketOverride ?? AgentPaths.Socket(Node);
+}
+
+/// <summary>A request the agent refuses, with the HTTP status it maps to and a message for the user.</summary>
+public sealed class AgentException(int status, string message) : Exception(message)
+{
+    public int Status { get; } = status;
+    public static AgentException BadRequest(string m) => new(400, m);
+    public static AgentException NotFound(string m) => new(404, m);
+    public static AgentException Conflict(string m) => new(409, m);
+}

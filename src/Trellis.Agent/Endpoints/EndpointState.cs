@@ -1,0 +1,21 @@
+namespace Trellis.Agent.Endpoints;
+
+/// <summary>What the agent persists about an endpoint (a pod on this node).</summary>
+public sealed record EndpointState
+{
+    public required uint Id { get; init; }
+    public required string Namespace { get; init; }
+    public required string Pod { get; init; }
+    public required Dictionary<string, string> Labels { get; init; }
+    public required string Ip { get; init; }
+    public required string Ifname { get; init; }
+    public required string NetnsPath { get; init; }
+    public required string CgroupPath { get; init; }
+    public required uint Identity { get; init; }
+    public List<Trellis.Api.ContainerPortDto> Ports { get; init; } = [];
+
+    public string Key => $"{Namespace}/{Pod}";
+}
+
+/// <summary>Live view of an endpoint: its state plus what the datapath was given.</summary>
+public sealed record EndpointRuntime(EndpointState State, int Ifindex, bool IngressEnforced, bool EgressEnforced, string Status);

@@ -1,0 +1,437 @@
+using System.Collections.Frozen;
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Trellis.Agent.Endpoints;
+using Trellis.Agent.Flows;
+using Trellis.Agent.Identity;
+using Trellis.Agent.Ipam;
+using Trellis.Agent.Policy;
+using Trellis.Agent.State;
+using Trellis.Api;
+using Trellis.Bpf;
+using Trellis.Datapath;
+using Trellis.Policy;
+using DpPolicyKey = Trellis.Datapath.PolicyKey;
+
+namespace Trellis.Agent;
+
+/// <summary>The node agent's state and its one writer: every change (namespace, endpoint, policy) runs
+/// under one lock, updates the store, then regenerates the datapath maps it affects.</summary>
+public sealed class NodeAgent : IDisposable
+{
+    private readonly AgentOptions _opt;
+    private readonly ILogger _log;
+    private readonly Lock _gate = new();
+    private IStateStore _store = null!;
+    private NodeDatapath _dp = null!;
+    private PodIpam _ipam = null!;
+    private IdentityManager _identities = null!;
+    private PolicyRepository _policies = null!;
+    private readonly Dictionary<string, Labels> _namespaces = new();
+    private readonly Dictionary<string, EndpointRuntime> _endpoints = new(); // by "ns/pod"
+    private FlowMonitor _monitor = null!;
+    private Timer? _ctGc;
+
+    public FlowStore Flows { get; }
+    public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
+    public AgentOptions Options => _opt;
+
+    public NodeAgent(AgentOptions options, ILogger log)
+    {
+        _opt = options;
+        _log = log;
+        Flows = new FlowStore(options.FlowStoreSize);
+    }
+
+    /// <summary>Loads (or re-adopts) everything. Throws <see cref="DatapathException"/> with one clear
+    /// sentence when root, bpffs or a kernel feature is missing.</summary>
+    public void Start()
+    {
+        if (!BpfFs.IsRoot)
+            throw new DatapathException("trellis agent must run as root (it loads BPF programs and configures network devices)");
+        _store = new FileStateStore(Path.Combine(_opt.StateDir, "store"));
+        _dp = NodeDatapath.Load(_opt.PinRoot);
+        _ipam = new PodIpam(_opt.PodCidr, _store);
+        _identities = new IdentityManager(_store);
+        _policies = new PolicyRepository(_store);
+        foreach (var (key, json) in _store.List("namespaces"))
+            _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
+
+        // The node's own address is the host identity for policy.
+        _dp.SetIpcache(NetOrder.FromAddress(_ipam.RouterIp), Identities.Host);
+
+        lock (_gate)
+        {
+            foreach (var (_, json) in _store.List("endpoints"))
+                Readopt(JsonSerializer.Deserialize<EndpointState>(json)!);
+            RegenerateAll();
+        }
+
+        _monitor = new FlowMonitor(_dp, Flows, _log);
+        RefreshSnapshot();
+        _monitor.Start();
+        _ctGc = new Timer(_ => CollectConntrack(), null, _opt.ConntrackGcInterval, _opt.ConntrackGcInterval);
+        _log.LogInformation("agent for node {Node} started: {Endpoints} endpoints re-adopted, pod CIDR {Cidr}", _opt.Node, _endpoints.Count, _ipam.Cidr);
+    }
+
+    // Re-adoption after a restart: the veth, its programs and the maps are still in the kernel; the new
+    // programs replace the old ones in place and the endpoint entry is rewritten.
+    private void Readopt(EndpointState s)
+    {
+        int ifindex = BpfFs.IfNameToIndex(s.Ifname);
+        if (ifindex <= 0 || !File.Exists(s.NetnsPath))
+        {
+            _log.LogWarning("endpoint {Key}: interface {If} or netns {Netns} is gone; removing it", s.Key, s.Ifname, s.NetnsPath);
+            _dp.DetachEndpoint(0, s.Id, NetOrder.FromAddress(IPAddress.Parse(s.Ip)));
+            _store.Delete($"endpoints/{s.Key}");
+            _ipam.Release(s.Key);
+            return;
+        }
+        var existing = _dp.Endpoints.TryLookup((uint)ifindex, out EndpointInfo info) ? info.Flags : 0u;
+        _endpoints[s.Key] = new EndpointRuntime(s, ifindex,
+            (existing & EndpointInfo.FlagEnforceIngress) != 0, (existing & EndpointInfo.FlagEnforceEgress) != 0, "ready");
+        _dp.AttachEndpoint(ifindex, ToInfo(s, existing), s.Identity);
+    }
+
+    private static EndpointInfo ToInfo(EndpointState s, uint flags) => new()
+    {
+        EndpointId = s.Id,
+        Identity = s.Identity,
+        Ipv4 = NetOrder.FromAddress(IPAddress.Parse(s.Ip)),
+        Flags = flags,
+    };
+
+    // --- namespaces ---
+
+    public NamespaceDto PutNamespace(NamespaceRequest r)
+    {
+        ValidateName(r.Name, "namespace name");
+        var labels = new Labels(r.Labels);
+        lock (_gate)
+        {
+            _store.Put($"namespaces/{r.Name}", JsonSerializer.Serialize(labels.ToDictionary()));
+            _namespaces[r.Name] = labels;
+            // Namespace labels are part of the identity of every pod in it.
+            foreach (var ep in _endpoints.Values.Where(e => e.State.Namespace == r.Name).ToList())
+                Reidentify(ep);
+            RegenerateAll();
+        }
+        RefreshSnapshot();
+        return new NamespaceDto(r.Name, labels.ToDictionary());
+    }
+
+    public List<NamespaceDto> Namespaces()
+    {
+        lock (_gate)
+            return _namespaces.OrderBy(n => n.Key).Select(n => new NamespaceDto(n.Key, n.Value.ToDictionary())).ToList();
+    }
+
+    private Labels NamespaceLabels(string ns) =>
+        _namespaces.TryGetValue(ns, out var l) ? l
+        : ns == "default" ? new Labels(new Dictionary<string, string>())
+        : throw AgentException.NotFound($"namespace '{ns}' does not exist; create it first (a Namespace resource in the lab file)");
+
+    private void Reidentify(EndpointRuntime ep)
+    {
+        var labels = IdentityLabels.For(ep.State.Namespace, new Labels(ep.State.Labels), NamespaceLabels(ep.State.Namespace));
+        var id = _identities.GetOrAllocate(labels, out _);
+        if (id == ep.State.Identity) return;
+        var old = ep.State.Identity;
+        var s = ep.State with { Identity = id };
+        _store.Put($"endpoints/{s.Key}", JsonSerializer.Serialize(s));
+        _endpoints[s.Key] = ep with { State = s };
+        _dp.UpdateEndpoint(ep.Ifindex, ToInfo(s, FlagsOf(ep)));
+        _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(s.Ip)), id, IpcacheValue.FlagLocalEndpoint);
+        ReleaseIdentityIfUnused(old);
+    }
+
+    // --- IPAM ---
+
+    public AllocateIpResponse AllocateIp(string owner)
+    {
+        try
+        {
+            return new AllocateIpResponse(_ipam.Allocate(owner).ToString());
+        }
+        catch (IpamException e)
+        {
+            throw AgentException.Conflict(e.Message);
+        }
+    }
+
+    public void ReleaseIp(string owner)
+    {
+        lock (_gate)
+        {
+            if (_endpoints.ContainsKey(owner))
+                throw AgentException.Conflict($"endpoint {owner} still uses its address; delete the endpoint first");
+            _ipam.Release(owner);
+        }
+    }
+
+    // --- endpoints ---
+
+    public EndpointDto PutEndpoint(CreateEndpointRequest r)
+    {
+        ValidateName(r.Namespace, "namespace");
+        ValidateName(r.Pod, "pod name");
+        var key = $"{r.Namespace}/{r.Pod}";
+        if (!IPAddress.TryParse(r.Ip, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            throw AgentException.BadRequest($"endpoint {key}: ip '{r.Ip}' is not an IPv4 address");
+        lock (_gate)
+        {
+            var nsLabels = NamespaceLabels(r.Namespace);
+            if (!_ipam.IsAllocatedTo(ip, key))
+                throw AgentException.BadRequest($"endpoint {key}: {r.Ip} was not allocated to it by this node's IPAM (POST /v1/ipam/allocate first)");
+            int ifindex = BpfFs.IfNameToIndex(r.Ifname);
+            if (ifindex <= 0)
+                throw AgentException.BadRequest($"endpoint {key}: interface '{r.Ifname}' does not exist in the node's network namespace");
+            if (_endpoints.TryGetValue(key, out var existing) && existing.State.Ifname != r.Ifname)
+                throw AgentException.Conflict($"endpoint {key} already exists on interface {existing.State.Ifname}");
+
+            var labels = new Labels(r.Labels);
+            var identity = _identities.GetOrAllocate(IdentityLabels.For(r.Namespace, labels, nsLabels), out _);
+            var s = new EndpointState
+            {
+                Id = existing?.State.Id ?? NextEndpointId(),
+                Namespace = r.Namespace,
+                Pod = r.Pod,
+                Labels = labels.ToDictionary(),
+                Ip = ip.ToString(),
+                Ifname = r.Ifname,
+                NetnsPath = r.NetnsPath,
+                CgroupPath = r.CgroupPath,
+                Identity = identity,
+                Ports = r.Ports?.ToList() ?? [],
+            };
+            _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
+            var rt = new EndpointRuntime(s, ifindex, false, false, "ready");
+            _endpoints[key] = rt;
+            // Policy first, then the endpoint entry and programs: the first packet already sees the policy.
+            var compiled = Regenerate(rt, attach: true);
+            if (existing is not null && existing.State.Identity != identity)
+                ReleaseIdentityIfUnused(existing.State.Identity);
+            RegenerateAll(except: key);
+            RefreshSnapshot();
+            return ToDto(_endpoints[key]);
+        }
+    }
+
+    private uint NextEndpointId()
+    {
+        var used = _endpoints.Values.Select(e => e.State.Id).ToHashSet();
+        uint id = 1;
+        while (used.Contains(id)) id++;
+        return id;
+    }
+
+    public void DeleteEndpoint(string ns, string pod)
+    {
+        var key = $"{ns}/{pod}";
+        lock (_gate)
+        {
+            if (!_endpoints.Remove(key, out var ep))
+                throw AgentException.NotFound($"endpoint {key} does not exist on node {_opt.Node}");
+            int ifindex = BpfFs.IfNameToIndex(ep.State.Ifname);
+            _dp.DetachEndpoint(ifindex, ep.State.Id, NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
+            _store.Delete($"endpoints/{key}");
+            _ipam.Release(key);
+            ReleaseIdentityIfUnused(ep.State.Identity);
+            RegenerateAll();
+        }
+        RefreshSnapshot();
+    }
+
+    private void ReleaseIdentityIfUnused(uint id)
+    {
+        if (!_endpoints.Values.Any(e => e.State.Identity == id))
+            _identities.Release(id);
+    }
+
+    public List<EndpointDto> Endpoints()
+    {
+        lock (_gate)
+            return _endpoints.Values.OrderBy(e => e.State.Id).Select(ToDto).ToList();
+    }
+
+    private static EndpointDto ToDto(EndpointRuntime e) => new(
+        e.State.Id, e.State.Namespace, e.State.Pod, e.State.Ip, e.State.Identity, e.State.Labels,
+        e.IngressEnforced, e.EgressEnforced, e.State.Ifname, e.Ifindex, e.Status, e.State.NetnsPath, e.State.CgroupPath);
+
+    public List<IdentityDto> IdentityList()
+    {
+        lock (_gate)
+            return _identities.All.OrderBy(i => i.Id)
+                .Select(i => new IdentityDto(i.Id, i.Labels.ToDictionary(), _endpoints.Values.Count(e => e.State.Identity == i.Id)))
+                .ToList();
+    }
+
+    // --- policy ---
+
+    public ApplyPolicyResponse ApplyPolicy(ApplyPolicyRequest r)
+    {
+        IReadOnlyList<Resource> resources;
+        try
+        {
+            resources = ManifestParser.Parse(r.Yaml, r.FileName);
+        }
+        catch (ManifestException e)
+        {
+            throw AgentException.BadRequest(e.Message);
+        }
+        var policies = resources.OfType<PolicyResource>().ToList();
+        var other = resources.FirstOrDefault(x => x is not PolicyResource);
+        if (other is not null)
+            throw AgentException.BadRequest($"{other.Location.File}:{other.Location.Line}:{other.Location.Column}: kind: a {other.Kind} is not a policy; 'trellis policy apply' takes CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy");
+        if (policies.Count == 0)
+            throw AgentException.BadRequest($"{r.FileName}: no policy in the file");
+        var dup = policies.GroupBy(p => (p.Kind, p.Namespace, p.Name)).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null)
+            throw AgentException.BadRequest($"{r.FileName}: {dup.Key.Kind} {dup.Key.Namespace}/{dup.Key.Name} is defined {dup.Count()} times");
+        lock (_gate)
+        {
+            foreach (var p in policies.Where(p => p.Namespace is not null && p.Namespace != "default" && !_namespaces.ContainsKey(p.Namespace)))
+                throw AgentException.NotFound($"{p.Location.File}:{p.Location.Line}:{p.Location.Column}: metadata.namespace: namespace '{p.Namespace}' does not exist");
+            var applied = _policies.Apply(policies, r.FileName, r.Yaml, DateTimeOffset.UtcNow);
+            RegenerateAll();
+            RefreshSnapshot();
+            return new ApplyPolicyResponse(applied.Select(a => $"{a.Stored.Kind}/{(a.Stored.Namespace is null ? "" : a.Stored.Namespace + "/")}{a.Stored.Name}").ToList());
+        }
+    }
+
+    public void DeletePolicy(string? ns, string name)
+    {
+        lock (_gate)
+        {
+            if (ns is not null && ns != "default" && !_namespaces.ContainsKey(ns))
+                throw AgentException.NotFound($"namespace '{ns}' does not exist");
+            if (_policies.Delete(ns, name) is null)
+                throw AgentException.NotFound(ns is null
+                    ? $"no CiliumClusterwideNetworkPolicy named '{name}'"
+                    : $"no policy named '{name}' in namespace '{ns}'");
+            RegenerateAll();
+        }
+        RefreshSnapshot();
+    }
+
+    public List<PolicyDto> PolicyList()
+    {
+        lock (_gate)
+            return _policies.All.Select(p => new PolicyDto(p.Stored.Id, p.Stored.Kind, p.Stored.Name, p.Stored.Namespace,
+                p.Resource.Rules.Count, p.Stored.FileName, p.Stored.AppliedAt)).ToList();
+    }
+
+    // --- regeneration ---
+
+    private void RegenerateAll(string? except = null)
+    {
+        foreach (var ep in _endpoints.Values.ToList())
+            if (ep.State.Key != except)
+                Regenerate(ep, attach: false);
+    }
+
+    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach)
+    {
+        var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
+        var sources = _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
+        var compiled = PolicyCompiler.Compile(subject, _identities.All, sources);
+        var entries = new Dictionary<DpPolicyKey, PolicyValue>(compiled.Entries.Count);
+        foreach (var (k, v) in compiled.Entries)
+            entries[new DpPolicyKey { Identity = k.Identity, DPort = k.Port, Proto = (byte)k.Proto, Dir = (byte)k.Direction }] =
+                new PolicyValue { PolicyId = v.PolicyId, Flags = v.Deny ? PolicyValue.FlagDeny : 0 };
+        _dp.ReplacePolicy(ep.State.Id, entries);
+        uint flags = (compiled.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (compiled.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0);
+        if (attach)
+            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, flags), ep.State.Identity);
+        else
+            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, flags));
+        _endpoints[ep.State.Key] = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced };
+        return compiled;
+    }
+
+    private static uint FlagsOf(EndpointRuntime e) =>
+        (e.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (e.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0);
+
+    private void RefreshSnapshot()
+    {
+        if (_monitor is null) return;
+        lock (_gate)
+        {
+            var byIp = _endpoints.Values.ToFrozenDictionary(
+                e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)),
+                e => new EndpointRef(e.State.Namespace, e.State.Pod, e.State.Labels.OrderBy(l => l.Key).Select(l => $"k8s:{l.Key}={l.Value}").ToList()));
+            var labels = _identities.All.ToDictionary(i => i.Id, i => (IReadOnlyList<string>)i.Labels.Select(l => $"k8s:{l.Key}={l.Value}").ToList());
+            labels[Identities.Host] = ["reserved:host"];
+            labels[Identities.World] = ["reserved:world"];
+            var pols = _policies.All.ToFrozenDictionary(p => p.Stored.Id, p => new PolicyRef(p.Stored.Name, p.Stored.Namespace));
+            _monitor.Snapshot = new EnrichmentSnapshot(byIp, labels.ToFrozenDictionary(), pols);
+        }
+    }
+
+    private void CollectConntrack()
+    {
+        try
+        {
+            ulong now = (ulong)(Stopwatch.GetTimestamp() * (1e9 / Stopwatch.Frequency));
+            int n = _dp.CollectConntrack(now);
+            if (n > 0) _log.LogDebug("conntrack GC removed {N} expired entries", n);
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "conntrack GC failed");
+        }
+    }
+
+    // --- status ---
+
+    public StatusResponse Status()
+    {
+        lock (_gate)
+        {
+            var attached = _endpoints.Count;
+            return new StatusResponse(
+                _opt.Node,
+                typeof(NodeAgent).Assembly.GetName().Version?.ToString() ?? "0",
+                StartedAt,
+                KernelRelease(),
+                _ipam.Cidr,
+                _ipam.RouterIp.ToString(),
+                _opt.PinRoot,
+                _opt.StateDir,
+                Features.Probe().Select(f => new FeatureDto(f.Name, f.Supported)).ToList(),
+                _endpoints.Count,
+                _identities.All.Count,
+                _policies.All.Count,
+                _dp.ProgramInfo().Select(p => new ProgramDto(p.Name, p.Id, p.RunTimeNs, p.RunCount, attached)).ToList(),
+                _dp.Fill().Select(f => new MapDto(f.Name, f.Entries, f.MaxEntries)).ToList(),
+                _dp.Counter(Counters.Forwarded),
+                _dp.Counter(Counters.Dropped),
+                _dp.Counter(Counters.EventsLost),
+                _monitor.Received,
+                Flows.Count,
+                Flows.Capacity);
+        }
+    }
+
+    private static string KernelRelease()
+    {
+        try { return File.ReadAllText("/proc/sys/kernel/osrelease").Trim(); }
+        catch (IOException) { return Environment.OSVersion.VersionString; }
+    }
+
+    internal static void ValidateName(string name, string what)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > 63 || !name.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-')
+            || name[0] == '-' || name[^1] == '-')
+            throw AgentException.BadRequest($"{what} '{name}' is not a valid name (lowercase letters, digits and '-', at most 63)");
+    }
+
+    public void Dispose()
+    {
+        _ctGc?.Dispose();
+        _monitor?.Dispose();
+        _dp?.Dispose(); // pinned maps and attached programs stay: the datapath keeps enforcing
+    }
+}

@@ -1,0 +1,93 @@
+namespace Trellis.Api;
+
+// JSON messages of the agent API (HTTP/1.1 over a unix socket). Field names are the wire names (camelCase).
+
+public sealed record ErrorResponse(string Error);
+
+public sealed record FeatureDto(string Name, bool Supported);
+public sealed record ProgramDto(string Name, uint Id, ulong RunTimeNs, ulong RunCount, int AttachedInterfaces);
+public sealed record MapDto(string Name, int Entries, uint MaxEntries);
+
+public sealed record StatusResponse(
+    string Node,
+    string Version,
+    DateTimeOffset StartedAt,
+    string Kernel,
+    string PodCidr,
+    string RouterIp,
+    string PinRoot,
+    string StateDir,
+    IReadOnlyList<FeatureDto> Features,
+    int Endpoints,
+    int Identities,
+    int Policies,
+    IReadOnlyList<ProgramDto> Programs,
+    IReadOnlyList<MapDto> Maps,
+    ulong PacketsForwarded,
+    ulong PacketsDropped,
+    ulong EventsLost,
+    long FlowsSeen,
+    int FlowStoreSize,
+    int FlowStoreCapacity);
+
+public sealed record NamespaceRequest(string Name, IReadOnlyDictionary<string, string> Labels);
+public sealed record NamespaceDto(string Name, IReadOnlyDictionary<string, string> Labels);
+
+public sealed record AllocateIpRequest(string Owner);
+public sealed record AllocateIpResponse(string Ip);
+
+public sealed record ContainerPortDto(string? Name, int Port, string Protocol);
+
+public sealed record CreateEndpointRequest(
+    string Namespace,
+    string Pod,
+    IReadOnlyDictionary<string, string> Labels,
+    string Ip,
+    string Ifname,
+    string NetnsPath,
+    string CgroupPath,
+    IReadOnlyList<ContainerPortDto>? Ports = null);
+
+public sealed record EndpointDto(
+    uint Id,
+    string Namespace,
+    string Pod,
+    string Ip,
+    uint Identity,
+    IReadOnlyDictionary<string, string> Labels,
+    bool IngressEnforced,
+    bool EgressEnforced,
+    string Ifname,
+    int Ifindex,
+    string State,
+    string NetnsPath,
+    string CgroupPath);
+
+public sealed record IdentityDto(uint Id, IReadOnlyDictionary<string, string> Labels, int Endpoints);
+
+public sealed record ApplyPolicyRequest(string FileName, string Yaml);
+public sealed record ApplyPolicyResponse(IReadOnlyList<string> Applied);
+public sealed record PolicyDto(uint Id, string Kind, string Name, string? Namespace, int Rules, string Source, DateTimeOffset AppliedAt);
+
+public sealed record FlowEndpointDto(
+    string Ip,
+    int Port,
+    uint Identity,
+    string? Namespace,
+    string? Pod,
+    IReadOnlyList<string> Labels);
+
+public sealed record FlowDto(
+    DateTimeOffset Time,
+    string Node,
+    string Verdict,
+    string? DropReason,
+    string Direction,
+    bool IsReply,
+    FlowEndpointDto Source,
+    FlowEndpointDto Destination,
+    string Protocol,
+    IReadOnlyList<string> TcpFlags,
+    string? PolicyName,
+    string? PolicyNamespace,
+    int Length);

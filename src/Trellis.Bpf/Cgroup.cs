@@ -1,0 +1,54 @@
+using System.Runtime.InteropServices;
+using Trellis.Bpf.Interop;
+
+namespace Trellis.Bpf;
+
+public enum CgroupAttachType
+{
+    InetIngress = 0,
+    InetEgress = 1,
+    SockOps = 3,
+    Inet4Connect = 10,
+    Udp4Sendmsg = 14,
+}
+
+/// <summary>Cgroup program attachment with BPF_PROG_ATTACH (BPF_F_ALLOW_MULTI). Like TC filters these stay
+/// attached after the process exits, until detached or the cgroup is removed.</summary>
+public static unsafe class Cgroup
+{
+    private const uint AllowMulti = 2;
+
+    public static void Attach(string cgroupPath, BpfProgram program, CgroupAttachType type)
+    {
+        using var cg = OpenCgroup(cgroupPath);
+        BpfException.Check(LibBpf.ProgAttach(program.Fd, cg.Fd, (int)type, AllowMulti), $"attach {program.Name} to cgroup {cgroupPath} ({type})");
+    }
+
+    public static bool Detach(string cgroupPath, BpfProgram program, CgroupAttachType type)
+    {
+        using var cg = OpenCgroup(cgroupPath);
+        int r = LibBpf.ProgDetach2(program.Fd, cg.Fd, (int)type);
+        if (r == -2) return false;
+        BpfException.Check(r, $"detach {program.Name} from cgroup {cgroupPath} ({type})");
+        return true;
+    }
+
+    /// <summary>Ids of the programs attached directly to the cgroup at <paramref name="type"/>.</summary>
+    public static uint[] Query(string cgroupPath, CgroupAttachType type)
+    {
+        using var cg = OpenCgroup(cgroupPath);
+        var ids = new uint[64];
+        uint count = (uint)ids.Length, flags = 0;
+        fixed (uint* p = ids)
+            BpfException.Check(LibBpf.ProgQuery(cg.Fd, (int)type, 0, &flags, p, &count), $"query cgroup {cgroupPath} ({type})");
+        return ids[..(int)count];
+    }
+
+    private static FdHandle OpenCgroup(string path)
+    {
+        int fd = LibC.Open(path, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC);
+        if (fd < 0)
+            throw new BpfException($"open cgroup {path}", Marshal.GetLastPInvokeError());
+        return new FdHandle(fd, ownsHandle: true);
+    }
+}

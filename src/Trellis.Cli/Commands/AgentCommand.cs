@@ -1,0 +1,49 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Trellis.Agent;
+using Trellis.Api;
+
+namespace Trellis.Cli.Commands;
+
+internal static class AgentCommand
+{
+    public static Command Create()
+    {
+        var podCidr = new Option<string>("--pod-cidr") { Description = "IPv4 CIDR the node's pods get addresses from", DefaultValueFactory = _ => "10.200.0.0/24" };
+        var flowStore = new Option<int>("--flow-store-size") { Description = "How many recent flows the agent keeps", DefaultValueFactory = _ => 4096 };
+        var cmd = new Command("agent", """
+            Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
+            and serves the API on /run/trellis/NODE/agent.sock. 'trellis lab up' starts it for you.
+
+            Example:
+              trellis agent --node node1 --pod-cidr 10.200.0.0/24
+            """);
+        cmd.Options.Add(podCidr);
+        cmd.Options.Add(flowStore);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            var node = r.GetValue(Global.Node)!;
+            var options = new AgentOptions { Node = node, PodCidr = r.GetValue(podCidr)!, FlowStoreSize = r.GetValue(flowStore) };
+            using var loggers = LoggerFactory.Create(b => b
+                .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
+                .SetMinimumLevel(LogLevel.Information));
+            Directory.CreateDirectory(AgentPaths.RunDir(node));
+            var pidFile = Path.Combine(AgentPaths.RunDir(node), "agent.pid");
+            File.WriteAllText(pidFile, Environment.ProcessId.ToString());
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            try
+            {
+                await AgentHost.RunAsync(options, loggers, stop.Token);
+            }
+            finally
+            {
+                if (File.Exists(pidFile) && File.ReadAllText(pidFile).Trim() == Environment.ProcessId.ToString())
+                    File.Delete(pidFile);
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,89 @@
+using System.CommandLine;
+using Spectre.Console;
+using Trellis.Lab;
+
+namespace Trellis.Cli.Commands;
+
+internal static class PolicyCommands
+{
+    public static Command Create()
+    {
+        var policy = new Command("policy", "Apply, delete and list network policies (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy).");
+        policy.Subcommands.Add(Apply());
+        policy.Subcommands.Add(Delete());
+        policy.Subcommands.Add(List());
+        return policy;
+    }
+
+    private static Command Apply()
+    {
+        var file = new Option<FileInfo>("--file", "-f") { Description = "YAML file with one or more policies", Required = true };
+        var cmd = new Command("apply", """
+            Apply the policies of a file. The whole file is checked first: if any document is invalid, nothing is applied.
+            Live traffic follows the new policy within a second; pods keep running.
+
+            Example:
+              trellis policy apply -f examples/shop/policy.yaml
+            """);
+        cmd.Options.Add(file);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            var f = r.GetValue(file)!;
+            if (!f.Exists) throw new LabException($"policy file {f} does not exist");
+            // Parse here too, so a bad file is reported even when no agent runs.
+            var text = await File.ReadAllTextAsync(f.FullName, ct);
+            Trellis.Policy.ManifestParser.Parse(text, f.ToString());
+            using var c = Global.Client(r);
+            var res = await c.ApplyPolicyAsync(f.ToString(), text, ct);
+            foreach (var a in res.Applied) Console.WriteLine($"{a} applied");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command Delete()
+    {
+        var name = new Argument<string>("name") { Description = "Policy name" };
+        var ns = new Option<string>("--namespace", "-n") { Description = "Namespace of a CiliumNetworkPolicy", DefaultValueFactory = _ => "default" };
+        var cluster = new Option<bool>("--clusterwide") { Description = "Delete a CiliumClusterwideNetworkPolicy" };
+        var cmd = new Command("delete", """
+            Delete a policy by name.
+
+            Examples:
+              trellis policy delete allow-frontend -n shop
+              trellis policy delete baseline --clusterwide
+            """);
+        cmd.Arguments.Add(name);
+        cmd.Options.Add(ns);
+        cmd.Options.Add(cluster);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var n = r.GetValue(cluster) ? null : r.GetValue(ns);
+            await c.DeletePolicyAsync(n, r.GetValue(name)!, ct);
+            Console.WriteLine($"policy {(n is null ? "" : n + "/")}{r.GetValue(name)} deleted");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command List()
+    {
+        var cmd = new Command("list", """
+            List applied policies.
+
+            Example:
+              trellis policy list
+            """);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var t = new Table().AddColumns("ID", "KIND", "NAMESPACE", "NAME", "RULES", "SOURCE", "APPLIED");
+            foreach (var p in await c.PoliciesAsync(ct))
+                t.AddRow(p.Id.ToString(), p.Kind, p.Namespace ?? "<cluster>", p.Name, p.Rules.ToString(), Markup.Escape(p.Source), p.AppliedAt.ToLocalTime().ToString("u"));
+            Global.Out.Write(t);
+            return 0;
+        }));
+        return cmd;
+    }
+}

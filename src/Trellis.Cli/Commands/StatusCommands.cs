@@ -1,0 +1,90 @@
+using System.CommandLine;
+using Spectre.Console;
+
+namespace Trellis.Cli.Commands;
+
+internal static class StatusCommands
+{
+    public static Command CreateStatus()
+    {
+        var cmd = new Command("status", """
+            Show the agent's health: kernel and BPF features, endpoints, identities, programs, map fill levels, counters.
+
+            Example:
+              trellis status
+            """);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var s = await c.StatusAsync(ct);
+            var o = Global.Out;
+            o.MarkupLine($"[bold]Agent[/]:       [green]OK[/] node {s.Node}, up since {s.StartedAt.ToLocalTime():u}");
+            o.MarkupLine($"[bold]Kernel[/]:      {Markup.Escape(s.Kernel)}");
+            o.MarkupLine($"[bold]Features[/]:    {string.Join(", ", s.Features.Select(f => f.Supported ? Markup.Escape(f.Name) : $"[red]{Markup.Escape(f.Name)} (missing)[/]"))}");
+            o.MarkupLine($"[bold]Pod CIDR[/]:    {s.PodCidr} (router {s.RouterIp})");
+            o.MarkupLine($"[bold]Endpoints[/]:   {s.Endpoints}    [bold]Identities[/]: {s.Identities}    [bold]Policies[/]: {s.Policies}");
+            o.MarkupLine($"[bold]Datapath[/]:    {s.PacketsForwarded} packets forwarded, {s.PacketsDropped} dropped, {s.EventsLost} events lost");
+            o.MarkupLine($"[bold]Flows[/]:       {s.FlowsSeen} seen, {s.FlowStoreSize}/{s.FlowStoreCapacity} in store");
+            o.MarkupLine($"[bold]Pins[/]:        {Markup.Escape(s.PinRoot)}    [bold]State[/]: {Markup.Escape(s.StateDir)}");
+            var progs = new Table().AddColumns("PROGRAM", "ID", "ATTACHED VETHS", "RUNS", "AVG NS");
+            foreach (var p in s.Programs)
+                progs.AddRow(p.Name, p.Id.ToString(), p.AttachedInterfaces.ToString(), p.RunCount.ToString(), p.RunCount == 0 ? "-" : (p.RunTimeNs / p.RunCount).ToString());
+            o.Write(progs);
+            var maps = new Table().AddColumns("MAP", "ENTRIES", "MAX", "FILL");
+            foreach (var m in s.Maps)
+                maps.AddRow(m.Name, m.Entries.ToString(), m.MaxEntries.ToString(), $"{100.0 * m.Entries / m.MaxEntries:0.0}%");
+            o.Write(maps);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command CreateEndpoint()
+    {
+        var list = new Command("list", """
+            List the endpoints (pods) on the node with their identity and policy enforcement.
+
+            Example:
+              trellis endpoint list
+            """);
+        list.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var t = new Table().AddColumns("ID", "NAMESPACE", "POD", "IPv4", "IDENTITY", "INGRESS ENFORCED", "EGRESS ENFORCED", "INTERFACE", "STATUS", "LABELS");
+            foreach (var e in await c.EndpointsAsync(ct))
+                t.AddRow(e.Id.ToString(), e.Namespace, e.Pod, e.Ip, e.Identity.ToString(), Enf(e.IngressEnforced), Enf(e.EgressEnforced), e.Ifname, e.State,
+                    Markup.Escape(string.Join(",", e.Labels.Select(l => $"{l.Key}={l.Value}"))));
+            Global.Out.Write(t);
+            return 0;
+        }));
+        var cmd = new Command("endpoint", "Endpoints (pods) managed by the agent.");
+        cmd.Subcommands.Add(list);
+        return cmd;
+    }
+
+    private static string Enf(bool on) => on ? "[yellow]Enabled[/]" : "Disabled";
+
+    public static Command CreateIdentity()
+    {
+        var list = new Command("list", """
+            List security identities: one number per distinct label set (namespace included).
+
+            Example:
+              trellis identity list
+            """);
+        list.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var t = new Table().AddColumns("ID", "ENDPOINTS", "LABELS");
+            t.AddRow("1", "-", "reserved:host");
+            t.AddRow("2", "-", "reserved:world");
+            foreach (var i in await c.IdentitiesAsync(ct))
+                t.AddRow(i.Id.ToString(), i.Endpoints.ToString(), Markup.Escape(string.Join(Environment.NewLine, i.Labels.OrderBy(l => l.Key).Select(l => $"k8s:{l.Key}={l.Value}"))));
+            Global.Out.Write(t);
+            return 0;
+        }));
+        var cmd = new Command("identity", "Security identities.");
+        cmd.Subcommands.Add(list);
+        return cmd;
+    }
+}

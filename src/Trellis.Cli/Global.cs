@@ -1,0 +1,64 @@
+using System.CommandLine;
+using Spectre.Console;
+using Trellis.Api;
+using Trellis.Bpf;
+using Trellis.Datapath;
+using Trellis.Lab;
+using Trellis.Policy;
+
+namespace Trellis.Cli;
+
+internal static class Global
+{
+    public static readonly Option<string> Node = new("--node")
+    {
+        Description = "The node (lab) to talk to; also $TRELLIS_NODE",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TRELLIS_NODE") is { Length: > 0 } n ? n : AgentPaths.DefaultNode,
+    };
+
+    public static AgentClient Client(ParseResult r) => new(AgentPaths.Socket(r.GetValue(Node)!));
+
+    /// <summary>Runs a command body, turning the errors users can cause into one line on stderr and exit 1.</summary>
+    public static async Task<int> Run(Func<Task<int>> body)
+    {
+        try
+        {
+            return await body();
+        }
+        catch (Exception e) when (e is ManifestException or LabException or AgentRequestException or AgentUnavailableException
+                                       or DatapathException or BpfException or Trellis.Agent.AgentException)
+        {
+            Console.Error.WriteLine($"Error: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            return 130;
+        }
+    }
+
+    public static IAnsiConsole Out { get; } = CreateOut();
+
+    private static IAnsiConsole CreateOut()
+    {
+        var c = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Ansi = Console.IsOutputRedirected ? AnsiSupport.No : AnsiSupport.Detect,
+            ColorSystem = Console.IsOutputRedirected ? ColorSystemSupport.NoColors : ColorSystemSupport.Detect,
+        });
+        // Piped output has no terminal width; don't wrap tables and flow lines at 80 columns.
+        if (Console.IsOutputRedirected) c.Profile.Width = 400;
+        return c;
+    }
+
+    /// <summary>How to start this same program again (for `lab up` starting the agent).</summary>
+    public static IReadOnlyList<string> SelfCommand()
+    {
+        var exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell where the trellis executable is");
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet")
+            return [exe, typeof(Global).Assembly.Location];
+        return [exe];
+    }
+}

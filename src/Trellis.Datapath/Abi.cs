@@ -1,0 +1,180 @@
+using System.Runtime.InteropServices;
+
+namespace Trellis.Datapath;
+
+// C# mirrors of bpf/lib/maps.h, common.h and drop_reasons.h: the one contract across the kernel boundary.
+// tests/Trellis.Datapath.Tests/AbiLayoutTests.cs compares every struct here with the BTF of bpf/abi.c.
+
+public static class Identities
+{
+    public const uint Unknown = 0;
+    public const uint Host = 1;
+    public const uint World = 2;
+    public const uint MinAllocated = 256;
+}
+
+public enum TrafficDirection : byte
+{
+    Ingress = 0, // towards the pod
+    Egress = 1,  // from the pod
+}
+
+/// <summary>Never renumbered: stored in flow records and shown to users.</summary>
+public enum Verdict : byte
+{
+    Unknown = 0,
+    Forwarded = 1,
+    Dropped = 2,
+    Audit = 3,
+    Redirected = 4,
+    Error = 5,
+}
+
+/// <summary>The drop-reason catalogue of bpf/lib/drop_reasons.h. Never renumbered.</summary>
+public enum DropReason : byte
+{
+    None = 0,
+    PolicyDenied = 1,
+    InvalidSource = 2,
+    InvalidPacket = 3,
+    UnsupportedL3 = 4,
+    NoIdentity = 5,
+    PolicyDenyRule = 6,
+    CtMapFull = 7,
+    Fragment = 8,
+}
+
+public static class DropReasons
+{
+    public static string Describe(DropReason r) => r switch
+    {
+        DropReason.None => "",
+        DropReason.PolicyDenied => "policy denied",
+        DropReason.InvalidSource => "invalid source address",
+        DropReason.InvalidPacket => "invalid packet",
+        DropReason.UnsupportedL3 => "unsupported L3 protocol",
+        DropReason.NoIdentity => "endpoint has no identity",
+        DropReason.PolicyDenyRule => "policy deny rule",
+        DropReason.CtMapFull => "conntrack map full",
+        DropReason.Fragment => "IP fragment not supported",
+        _ => $"reason {(byte)r}",
+    };
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct IpcacheKey
+{
+    [FieldOffset(0)] public uint PrefixLen;
+    [FieldOffset(4)] public uint Addr; // network byte order
+
+    public static IpcacheKey Host(uint addrNetworkOrder) => new() { PrefixLen = 32, Addr = addrNetworkOrder };
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct IpcacheValue
+{
+    public const uint FlagLocalEndpoint = 1;
+    [FieldOffset(0)] public uint Identity;
+    [FieldOffset(4)] public uint Flags;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+public struct EndpointInfo
+{
+    public const uint FlagEnforceIngress = 1;
+    public const uint FlagEnforceEgress = 2;
+    [FieldOffset(0)] public uint EndpointId;
+    [FieldOffset(4)] public uint Identity;
+    [FieldOffset(8)] public uint Ipv4; // network byte order
+    [FieldOffset(12)] public uint Flags;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct PolicyKey : IEquatable<PolicyKey>
+{
+    [FieldOffset(0)] public uint Identity; // 0 = any peer
+    [FieldOffset(4)] public ushort DPort;  // host order, 0 = any
+    [FieldOffset(6)] public byte Proto;    // 0 = any
+    [FieldOffset(7)] public byte Dir;      // TrafficDirection
+
+    public bool Equals(PolicyKey o) => Identity == o.Identity && DPort == o.DPort && Proto == o.Proto && Dir == o.Dir;
+    public override bool Equals(object? obj) => obj is PolicyKey k && Equals(k);
+    public override int GetHashCode() => HashCode.Combine(Identity, DPort, Proto, Dir);
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct PolicyValue
+{
+    public const uint FlagDeny = 1;
+    [FieldOffset(0)] public uint PolicyId;
+    [FieldOffset(4)] public uint Flags;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 20)]
+public struct CtKey
+{
+    [FieldOffset(0)] public uint SAddr;
+    [FieldOffset(4)] public uint DAddr;
+    [FieldOffset(8)] public ushort SPort;
+    [FieldOffset(10)] public ushort DPort;
+    [FieldOffset(12)] public byte Proto;
+    [FieldOffset(13)] public byte Dir;
+    [FieldOffset(14)] public ushort Pad;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 40)]
+public struct CtEntry
+{
+    [FieldOffset(0)] public ulong ExpiresNs;
+    [FieldOffset(8)] public ulong Packets;
+    [FieldOffset(16)] public ulong Bytes;
+    [FieldOffset(24)] public uint SrcIdentity;
+    [FieldOffset(28)] public uint PolicyId;
+    [FieldOffset(32)] public byte TxClosing;
+    [FieldOffset(33)] public byte RxClosing;
+    [FieldOffset(34)] public byte SeenReply;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 56)]
+public struct FlowEvent
+{
+    [FieldOffset(0)] public ulong TimestampNs; // CLOCK_MONOTONIC
+    [FieldOffset(8)] public uint EndpointId;
+    [FieldOffset(12)] public uint Ifindex;
+    [FieldOffset(16)] public uint SrcIdentity;
+    [FieldOffset(20)] public uint DstIdentity;
+    [FieldOffset(24)] public uint SAddr; // network byte order
+    [FieldOffset(28)] public uint DAddr;
+    [FieldOffset(32)] public ushort SPort; // host order
+    [FieldOffset(34)] public ushort DPort;
+    [FieldOffset(36)] public byte Proto;
+    [FieldOffset(37)] public byte Verdict;
+    [FieldOffset(38)] public byte Reason;
+    [FieldOffset(39)] public byte Dir;
+    [FieldOffset(40)] public byte TcpFlags;
+    [FieldOffset(41)] public byte IsReply;
+    [FieldOffset(44)] public uint PolicyId;
+    [FieldOffset(48)] public uint PktLen;
+}
+
+public static class Counters
+{
+    public const uint EventsLost = 0;
+    public const uint Forwarded = 1;
+    public const uint Dropped = 2;
+    public const uint Max = 8;
+}
+
+/// <summary>Map and program names as declared in bpf/.</summary>
+public static class Names
+{
+    public const string Ipcache = "trellis_ipcache";
+    public const string Endpoints = "trellis_endpoints";
+    public const string Policy = "trellis_policy";
+    public const string Conntrack = "trellis_ct";
+    public const string Events = "trellis_events";
+    public const string Counters = "trellis_counters";
+    public const string FromContainer = "from_container";
+    public const string ToContainer = "to_container";
+    public const uint PolicyMaxEntries = 16384;
+}

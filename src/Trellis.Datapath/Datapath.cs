@@ -1,0 +1,178 @@
+using Trellis.Bpf;
+
+namespace Trellis.Datapath;
+
+public sealed record MapFill(string Name, int Entries, uint MaxEntries);
+
+/// <summary>The node's datapath: the lxc object loaded with every map pinned under <see cref="PinRoot"/>.
+/// Loading again (agent restart) reuses the pinned maps, so state and enforcement carry over;
+/// re-attaching replaces the programs on each veth atomically.</summary>
+public sealed class NodeDatapath : IDisposable
+{
+    private readonly BpfObject _obj;
+    private readonly Lock _policyGate = new();
+
+    public string PinRoot { get; }
+    public BpfMap Ipcache { get; }
+    public BpfMap Endpoints { get; }
+    public BpfMap Policy { get; }
+    public BpfMap Conntrack { get; }
+    public BpfMap Events { get; }
+    public BpfMap Counters { get; }
+    public BpfProgram FromContainer { get; }
+    public BpfProgram ToContainer { get; }
+
+    private NodeDatapath(BpfObject obj, string pinRoot)
+    {
+        _obj = obj;
+        PinRoot = pinRoot;
+        Ipcache = obj.Map(Names.Ipcache);
+        Endpoints = obj.Map(Names.Endpoints);
+        Policy = obj.Map(Names.Policy);
+        Conntrack = obj.Map(Names.Conntrack);
+        Events = obj.Map(Names.Events);
+        Counters = obj.Map(Names.Counters);
+        FromContainer = obj.Program(Names.FromContainer);
+        ToContainer = obj.Program(Names.ToContainer);
+    }
+
+    public static readonly string[] RequiredFeatures =
+    [
+        "prog:sched_cls (tc)", "map:lpm_trie", "map:hash_of_maps", "map:lru_hash", "map:ringbuf", "map:percpu_array",
+    ];
+
+    /// <summary>Loads the datapath, pinning maps (and programs) under <paramref name="pinRoot"/> on bpffs.</summary>
+    public static NodeDatapath Load(string pinRoot)
+    {
+        if (!BpfFs.IsRoot)
+            throw new DatapathException("the Trellis datapath needs root (CAP_BPF, CAP_NET_ADMIN); run as root");
+        BpfFs.EnsureMounted("/sys/fs/bpf");
+        if (!pinRoot.StartsWith("/sys/fs/bpf/", StringComparison.Ordinal) && !BpfFs.IsBpfFs(Path.GetDirectoryName(pinRoot)!))
+            throw new DatapathException($"pin root {pinRoot} is not on bpffs; use a path under /sys/fs/bpf");
+        var missing = Features.MissingRequired(RequiredFeatures).ToList();
+        if (missing.Count > 0)
+            throw new DatapathException($"this kernel lacks BPF features the datapath needs: {string.Join(", ", missing)}");
+        Directory.CreateDirectory(pinRoot);
+        var obj = BpfObjects.Open(BpfObjects.Lxc, pinRoot);
+        try
+        {
+            obj.Load();
+        }
+        catch (BpfException e) when (e.Message.Contains("reuse", StringComparison.OrdinalIgnoreCase))
+        {
+            obj.Dispose();
+            throw new DatapathException($"maps pinned under {pinRoot} do not match this build's layout; remove them (trellis lab down, or rm -r {pinRoot}) and start again", e);
+        }
+        catch
+        {
+            obj.Dispose();
+            throw;
+        }
+        var dp = new NodeDatapath(obj, pinRoot);
+        Directory.CreateDirectory(Path.Combine(pinRoot, "progs"));
+        dp.FromContainer.Pin(Path.Combine(pinRoot, "progs", Names.FromContainer));
+        dp.ToContainer.Pin(Path.Combine(pinRoot, "progs", Names.ToContainer));
+        return dp;
+    }
+
+    // --- endpoints ---
+
+    /// <summary>Puts the endpoint in the maps and (re)attaches both programs to its host-side veth.
+    /// The endpoint entry goes in first: a program without one drops (fail closed).</summary>
+    public void AttachEndpoint(int ifindex, EndpointInfo info, uint ipcacheIdentity)
+    {
+        Endpoints.Update((uint)ifindex, info);
+        Ipcache.Update(IpcacheKey.Host(info.Ipv4), new IpcacheValue { Identity = ipcacheIdentity, Flags = IpcacheValue.FlagLocalEndpoint });
+        Tc.Attach(ifindex, TcAttachPoint.Ingress, FromContainer);
+        Tc.Attach(ifindex, TcAttachPoint.Egress, ToContainer);
+    }
+
+    public void UpdateEndpoint(int ifindex, EndpointInfo info) => Endpoints.Update((uint)ifindex, info, MapUpdate.Exist);
+
+    public bool IsAttached(int ifindex) =>
+        Tc.Query(ifindex, TcAttachPoint.Ingress) is not null && Tc.Query(ifindex, TcAttachPoint.Egress) is not null;
+
+    public void DetachEndpoint(int ifindex, uint endpointId, uint ipv4)
+    {
+        if (ifindex > 0)
+        {
+            Tc.Detach(ifindex, TcAttachPoint.Ingress);
+            Tc.Detach(ifindex, TcAttachPoint.Egress);
+            Endpoints.Delete((uint)ifindex);
+        }
+        Ipcache.Delete(IpcacheKey.Host(ipv4));
+        lock (_policyGate) Policy.Delete(endpointId);
+    }
+
+    public void SetIpcache(uint ipv4, uint identity, uint flags = 0) =>
+        Ipcache.Update(IpcacheKey.Host(ipv4), new IpcacheValue { Identity = identity, Flags = flags });
+
+    // --- policy ---
+
+    /// <summary>Replaces the endpoint's whole policy map atomically: a new inner map is filled
+    /// first and then swapped into the outer map, so lookups never see a half-written or empty map.</summary>
+    public void ReplacePolicy(uint endpointId, IReadOnlyDictionary<PolicyKey, PolicyValue> entries)
+    {
+        if (entries.Count > Names.PolicyMaxEntries)
+            throw new DatapathException($"endpoint {endpointId} needs {entries.Count} policy entries, more than the map's {Names.PolicyMaxEntries}");
+        using var inner = BpfMap.Create(BpfMapType.Hash, $"trellis_pol_{endpointId}", 8, 8, Names.PolicyMaxEntries);
+        foreach (var (k, v) in entries)
+            inner.Update(k, v);
+        lock (_policyGate)
+            Policy.Update(endpointId, inner.Fd); // the outer map holds its own reference; ours closes on dispose
+    }
+
+    /// <summary>The endpoint's policy entries as the kernel has them.</summary>
+    public Dictionary<PolicyKey, PolicyValue> ReadPolicy(uint endpointId)
+    {
+        var result = new Dictionary<PolicyKey, PolicyValue>();
+        if (!Policy.TryLookup(endpointId, out uint innerId)) return result;
+        using var inner = BpfMap.FromId(innerId);
+        foreach (var k in inner.Keys<PolicyKey>())
+            if (inner.TryLookup(k, out PolicyValue v))
+                result[k] = v;
+        return result;
+    }
+
+    // --- conntrack ---
+
+    /// <summary>Deletes expired conntrack entries; returns how many.</summary>
+    public int CollectConntrack(ulong nowMonotonicNs)
+    {
+        int removed = 0;
+        foreach (var k in Conntrack.Keys<CtKey>())
+        {
+            if (Conntrack.TryLookup(k, out CtEntry e) && e.ExpiresNs < nowMonotonicNs && Conntrack.Delete(k))
+                removed++;
+        }
+        return removed;
+    }
+
+    // --- counters and status ---
+
+    public ulong Counter(uint index) => Counters.LookupPerCpu<uint, ulong>(index).Aggregate(0UL, (a, b) => a + b);
+
+    public IReadOnlyList<MapFill> Fill() =>
+    [
+        new(Names.Ipcache, Ipcache.Count(), Ipcache.MaxEntries),
+        new(Names.Endpoints, Endpoints.Count(), Endpoints.MaxEntries),
+        new(Names.Policy, Policy.Count(), Policy.MaxEntries),
+        new(Names.Conntrack, Conntrack.Count(), Conntrack.MaxEntries),
+    ];
+
+    public IReadOnlyList<BpfProgramInfo> ProgramInfo() => [FromContainer.Info(), ToContainer.Info()];
+
+    /// <summary>Removes every pin under the root (maps and programs disappear once nothing else holds them).</summary>
+    public static void RemovePins(string pinRoot)
+    {
+        if (Directory.Exists(pinRoot))
+            Directory.Delete(pinRoot, recursive: true);
+    }
+
+    public void Dispose() => _obj.Dispose();
+}
+
+public sealed class DatapathException : Exception
+{
+    public DatapathException(string message, Exception? inner = null) : base(message, inner) { }
+}

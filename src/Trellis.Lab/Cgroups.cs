@@ -1,0 +1,51 @@
+using Trellis.Bpf;
+
+namespace Trellis.Lab;
+
+/// <summary>Per-pod cgroup v2 directories under &lt;cgroup2&gt;/trellis/&lt;node&gt;/&lt;ns&gt;/&lt;pod&gt;.</summary>
+public static class Cgroups
+{
+    public const string FallbackMount = "/run/trellis/cgroup2";
+
+    /// <summary>The cgroup2 mount, mounting one if the host only has cgroup v1.</summary>
+    public static string Root()
+    {
+        var found = BpfFs.FindCgroup2Mount();
+        if (found is not null) return found;
+        BpfFs.MountCgroup2(FallbackMount);
+        return FallbackMount;
+    }
+
+    public static string NodeDir(string node) => Path.Combine(Root(), "trellis", node);
+    public static string PodDir(string node, string ns, string pod) => Path.Combine(NodeDir(node), ns, pod);
+
+    /// <summary>Kills every process in the cgroup tree (cgroup.kill) and removes the directories, deepest first.</summary>
+    public static void KillAndRemove(string dir)
+    {
+        if (!Directory.Exists(dir)) return;
+        var kill = Path.Combine(dir, "cgroup.kill");
+        if (File.Exists(kill)) File.WriteAllText(kill, "1");
+        var dirs = Directory.EnumerateDirectories(dir, "*", SearchOption.AllDirectories).Append(dir)
+            .OrderByDescending(d => d.Length).ToList();
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        foreach (var d in dirs)
+        {
+            while (true)
+            {
+                try
+                {
+                    Directory.Delete(d);
+                    break;
+                }
+                catch (IOException) when (DateTime.UtcNow < deadline)
+                {
+                    Thread.Sleep(50); // processes are still exiting
+                }
+                catch (DirectoryNotFoundException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
