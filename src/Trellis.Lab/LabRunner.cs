@@ -241,12 +241,18 @@ public sealed class LabRunner(LabOptions options)
         foreach (var d in new[] { AgentPaths.PinRoot(node), AgentPaths.StateDir(node), AgentPaths.RunDir(node) })
             if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
         // Shared parents go too once the last node is gone.
-        foreach (var parent in new[] { Path.GetDirectoryName(AgentPaths.PinRoot(node))!, cgRoot is null ? null : Path.Combine(cgRoot, "trellis") })
-            if (parent is not null && Directory.Exists(parent) && !Directory.EnumerateDirectories(parent).Any() && !parent.StartsWith(cgRoot ?? "\0", StringComparison.Ordinal))
-                Directory.Delete(parent);
-        if (cgRoot is not null && Directory.Exists(Path.Combine(cgRoot, "trellis")) && !Directory.EnumerateDirectories(Path.Combine(cgRoot, "trellis")).Any())
-            Directory.Delete(Path.Combine(cgRoot, "trellis"));
+        RemoveIfEmpty(Path.GetDirectoryName(AgentPaths.PinRoot(node))!);
+        if (cgRoot is not null) RemoveIfEmpty(Path.Combine(cgRoot, "trellis"));
     }
+
+    private static void RemoveIfEmpty(string dir)
+    {
+        if (Directory.Exists(dir) && !Directory.EnumerateDirectories(dir).Any() && !Directory.EnumerateFiles(dir).Any(f => !IsCgroupControlFile(f)))
+            Directory.Delete(dir);
+    }
+
+    // A cgroup directory always lists its interface files; it is empty when it has no child cgroups.
+    private static bool IsCgroupControlFile(string f) => Path.GetFileName(f).Contains('.');
 
     private static void StopAgent(string node, Action<string>? progress)
     {
