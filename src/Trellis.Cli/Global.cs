@@ -32,6 +32,11 @@ internal static class Global
             Console.Error.WriteLine($"Error: {e.Message}");
             return 1;
         }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine($"Error: {e.Message} (Trellis needs root)");
+            return 1;
+        }
         catch (OperationCanceledException)
         {
             return 130;

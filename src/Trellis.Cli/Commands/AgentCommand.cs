@@ -24,6 +24,8 @@ internal static class AgentCommand
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
+            if (!Trellis.Bpf.BpfFs.IsRoot)
+                throw new Trellis.Datapath.DatapathException("trellis agent must run as root (it loads BPF programs and configures network devices)");
             var options = new AgentOptions { Node = node, PodCidr = r.GetValue(podCidr)!, FlowStoreSize = r.GetValue(flowStore) };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
