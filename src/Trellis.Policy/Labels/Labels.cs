@@ -7,20 +7,14 @@ namespace Trellis.Policy;
 /// <summary>An immutable label set, sorted by key (ordinal), with value equality.</summary>
 public sealed class Labels : IReadOnlyDictionary<string, string>, IEquatable<Labels>
 {
-    public static readonly Labels Empty = new(Array.Empty<KeyValuePair<string, string>>(), sorted: true);
+    public static readonly Labels Empty = new(Array.Empty<KeyValuePair<string, string>>());
 
     private readonly KeyValuePair<string, string>[] _items;
     private string? _key;
 
     public Labels(IEnumerable<KeyValuePair<string, string>> pairs)
-        : this(Normalize(pairs), sorted: true)
     {
-    }
-
-    private Labels(KeyValuePair<string, string>[] items, bool sorted)
-    {
-        _ = sorted;
-        _items = items;
+        _items = Normalize(pairs);
     }
 
     public static Labels From(params (string Key, string Value)[] pairs) =>

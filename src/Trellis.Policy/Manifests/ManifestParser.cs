@@ -47,7 +47,11 @@ public static class ManifestParser
         }
         catch (YamlException e)
         {
-            throw new ManifestException(fileName, (int)e.Start.Line, (int)e.Start.Column, "", $"invalid YAML: {YamlProblem(e)}", e);
+            var (line, column) = ((int)e.Start.Line, (int)e.Start.Column);
+            // YamlDotNet reports a tab in indentation at the start of the enclosing mapping; point at the tab itself.
+            if (e.Message.Contains("tab", StringComparison.Ordinal) && FirstIndentTab(text) is { } tab)
+                (line, column) = tab;
+            throw new ManifestException(fileName, line, column, "", $"invalid YAML: {YamlProblem(e)}", e);
         }
 
         var resources = new List<Resource>();
@@ -70,12 +74,28 @@ public static class ManifestParser
         return resources;
     }
 
+    private static (int Line, int Column)? FirstIndentTab(string text)
+    {
+        var lines = text.Split('\n');
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var indent = lines[i].Length - lines[i].TrimStart(' ', '\t').Length;
+            var tab = lines[i].IndexOf('\t', 0, indent);
+            if (tab >= 0)
+                return (i + 1, tab + 1);
+        }
+        return null;
+    }
+
     private static string YamlProblem(YamlException e)
     {
         // YamlDotNet prefixes its own "(Line: .., Col: ..)" which we already report in front.
         var message = e.Message;
         var close = message.IndexOf("): ", StringComparison.Ordinal);
-        return message.StartsWith("(Line:", StringComparison.Ordinal) && close > 0 ? message[(close + 3)..] : message;
+        message = message.StartsWith("(Line:", StringComparison.Ordinal) && close > 0 ? message[(close + 3)..] : message;
+        return message.StartsWith("Duplicate key ", StringComparison.Ordinal)
+            ? $"key \"{message["Duplicate key ".Length..]}\" appears twice in the same mapping"
+            : message;
     }
 
     private static Resource ParseDocument(ParseContext ctx, YamlNode root)
@@ -293,7 +313,15 @@ public static class ManifestParser
             var rawKey = e.RequiredString("key");
             var key = SelectorKey(ctx, e.Get("key")!, rawKey, e.Field("key"));
             var opText = e.RequiredString("operator");
-            if (!Enum.TryParse<SelectorOperator>(opText, ignoreCase: false, out var op) || !Enum.IsDefined(op) || char.IsDigit(opText[0]))
+            SelectorOperator? parsed = opText switch
+            {
+                "In" => SelectorOperator.In,
+                "NotIn" => SelectorOperator.NotIn,
+                "Exists" => SelectorOperator.Exists,
+                "DoesNotExist" => SelectorOperator.DoesNotExist,
+                _ => null,
+            };
+            if (parsed is not { } op)
                 throw ctx.Error(e.Get("operator")!, e.Field("operator"), $"invalid operator \"{opText}\": use In, NotIn, Exists or DoesNotExist");
             var values = e.StringList("values") ?? [];
             var needsValues = op is SelectorOperator.In or SelectorOperator.NotIn;

@@ -54,7 +54,7 @@ internal sealed class MapReader
                 throw ctx.Error(key, field, $"{name} is not supported yet");
             if (known is not null && !known.Contains(name))
             {
-                var close = known.FirstOrDefault(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
+                var close = known.FirstOrDefault(n => EditDistance(n.ToLowerInvariant(), name.ToLowerInvariant()) <= 2);
                 throw ctx.Error(key, field, close is null
                     ? $"unknown field \"{name}\" (known here: {string.Join(", ", known)})"
                     : $"unknown field \"{name}\"; did you mean \"{close}\"?");
@@ -86,7 +86,7 @@ internal sealed class MapReader
     }
 
     public string RequiredString(string name, string? hint = null) =>
-        String(name) ?? throw _ctx.Error(Node, Field(name), $"{name} is required{hint}");
+        String(name) ?? throw _ctx.Error(Node, Field(name), $"{Field(name)} is required{hint}");
 
     /// <summary>The items of a list with their paths, or null when absent.</summary>
     public IReadOnlyList<(YamlNode Node, string Path)>? List(string name)
@@ -126,5 +126,23 @@ internal sealed class MapReader
             result.Add((key, value, v));
         }
         return result;
+    }
+
+    // Levenshtein distance, for "did you mean" on misspelt field names.
+    private static int EditDistance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (var i = 1; i <= a.Length; i++)
+        {
+            var diagonal = row[0];
+            row[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 }
