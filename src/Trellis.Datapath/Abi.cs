@@ -110,7 +110,7 @@ public struct PolicyValue
     [FieldOffset(4)] public uint Flags;
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 20)]
+[StructLayout(LayoutKind.Explicit, Size = 16)]
 public struct CtKey
 {
     [FieldOffset(0)] public uint SAddr;

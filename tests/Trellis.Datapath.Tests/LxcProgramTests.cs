@@ -1,0 +1,482 @@
+using System.Diagnostics;
+using System.Net;
+using System.Runtime.InteropServices;
+using Trellis.Bpf;
+
+namespace Trellis.Datapath.Tests;
+
+/// <summary>Needs root and bpffs. The real lxc object, loaded per test under its own pin root, run with
+/// BPF_PROG_TEST_RUN on crafted packets. A test run's skb device is the netns' loopback, so the endpoint
+/// under test is keyed by ifindex 1 (checked by <see cref="Test_runs_see_the_loopback_ifindex"/>).</summary>
+public sealed class LxcProgramTests : IDisposable
+{
+    private const int TestIfindex = 1;
+    private const uint EpId = 7;
+    private const uint EpIdentity = 1000;
+    private const uint PeerIdentity = 2000;
+    private const string EpIp = "10.200.0.7";
+    private const string PeerIp = "10.200.0.9";
+    private const string UnknownIp = "192.0.2.50"; // not in the ipcache
+
+    private const uint TcActOk = 0;
+    private const uint TcActShot = 2;
+
+    private readonly string _pinRoot = $"/sys/fs/bpf/trellis-test-{Guid.NewGuid().ToString("N")[..8]}";
+    private readonly NodeDatapath _dp;
+    private readonly RingBuffer _ring;
+    private readonly List<FlowEvent> _events = new();
+
+    public LxcProgramTests()
+    {
+        _dp = NodeDatapath.Load(_pinRoot);
+        _ring = new RingBuffer(_dp.Events, r => _events.Add(MemoryMarshal.Read<FlowEvent>(r)));
+        _dp.SetIpcache(Addr(PeerIp), PeerIdentity);
+    }
+
+    public void Dispose()
+    {
+        _ring.Dispose();
+        _dp.Dispose();
+        NodeDatapath.RemovePins(_pinRoot);
+    }
+
+    // --- helpers ---
+
+    private static uint Addr(string ip) => NetOrder.FromAddress(IPAddress.Parse(ip));
+
+    private void AddEndpoint(uint flags)
+    {
+        var info = new EndpointInfo { EndpointId = EpId, Identity = EpIdentity, Ipv4 = Addr(EpIp), Flags = flags };
+        _dp.Endpoints.Update((uint)TestIfindex, info);
+        _dp.Ipcache.Update(IpcacheKey.Host(info.Ipv4), new IpcacheValue { Identity = EpIdentity, Flags = IpcacheValue.FlagLocalEndpoint });
+    }
+
+    private uint FromContainer(byte[] packet) => _dp.FromContainer.TestRun(packet).ReturnValue;
+    private uint ToContainer(byte[] packet) => _dp.ToContainer.TestRun(packet).ReturnValue;
+
+    private List<FlowEvent> TakeEvents()
+    {
+        _ring.Poll(100);
+        Assert.Equal(0, _ring.HandlerErrors);
+        var e = _events.ToList();
+        _events.Clear();
+        return e;
+    }
+
+    private void Allow(params (uint Identity, ushort Port, byte Proto, TrafficDirection Dir, uint PolicyId)[] rules) =>
+        _dp.ReplacePolicy(EpId, rules.ToDictionary(
+            r => new PolicyKey { Identity = r.Identity, DPort = r.Port, Proto = r.Proto, Dir = (byte)r.Dir },
+            r => new PolicyValue { PolicyId = r.PolicyId }));
+
+    private static CtKey Ct(string src, ushort sport, string dst, ushort dport, byte proto, TrafficDirection dir) =>
+        new() { SAddr = Addr(src), DAddr = Addr(dst), SPort = sport, DPort = dport, Proto = proto, Dir = (byte)dir };
+
+    private static ulong MonotonicNowNs() => (ulong)(Stopwatch.GetTimestamp() * (1_000_000_000.0 / Stopwatch.Frequency));
+
+    private static void AssertDropped(FlowEvent e, DropReason reason)
+    {
+        Assert.Equal((byte)Verdict.Dropped, e.Verdict);
+        Assert.Equal((byte)reason, e.Reason);
+    }
+
+    // --- forwarding and drops ---
+
+    [Fact]
+    public void Test_runs_see_the_loopback_ifindex()
+    {
+        AddEndpoint(0);
+        FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80));
+        Assert.Equal((uint)TestIfindex, Assert.Single(TakeEvents()).Ifindex);
+    }
+
+    [Fact]
+    public void Egress_with_enforcement_off_is_forwarded_and_reported()
+    {
+        AddEndpoint(0);
+        var packet = Packets.TcpPacket(EpIp, 40000, PeerIp, 80, Packets.Syn);
+        Assert.Equal(TcActOk, FromContainer(packet));
+
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal((byte)DropReason.None, e.Reason);
+        Assert.Equal((byte)TrafficDirection.Egress, e.Dir);
+        Assert.Equal(EpId, e.EndpointId);
+        Assert.Equal(EpIdentity, e.SrcIdentity);
+        Assert.Equal(PeerIdentity, e.DstIdentity);
+        Assert.Equal(Addr(EpIp), e.SAddr);
+        Assert.Equal(Addr(PeerIp), e.DAddr);
+        Assert.Equal((ushort)40000, e.SPort);
+        Assert.Equal((ushort)80, e.DPort);
+        Assert.Equal(Packets.Tcp, e.Proto);
+        Assert.Equal(Packets.Syn, e.TcpFlags);
+        Assert.Equal(0, e.IsReply);
+        Assert.Equal(0u, e.PolicyId);
+        Assert.Equal((uint)packet.Length, e.PktLen);
+        Assert.InRange(e.TimestampNs, 1UL, MonotonicNowNs());
+    }
+
+    [Fact]
+    public void Second_packet_of_a_flow_is_forwarded_without_another_event()
+    {
+        AddEndpoint(0);
+        FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80, Packets.Syn));
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80, Packets.Ack)));
+        Assert.Single(TakeEvents());
+        Assert.True(_dp.Conntrack.TryLookup(Ct(EpIp, 40000, PeerIp, 80, Packets.Tcp, TrafficDirection.Egress), out CtEntry ct));
+        Assert.Equal(2UL, ct.Packets);
+    }
+
+    [Fact]
+    public void Ingress_without_matching_policy_is_dropped_as_policy_denied()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+
+        var e = Assert.Single(TakeEvents());
+        AssertDropped(e, DropReason.PolicyDenied);
+        Assert.Equal((byte)TrafficDirection.Ingress, e.Dir);
+        Assert.Equal(PeerIdentity, e.SrcIdentity);
+        Assert.Equal(EpIdentity, e.DstIdentity);
+        Assert.Equal((ushort)40000, e.SPort);
+        Assert.Equal((ushort)8080, e.DPort);
+        Assert.Equal(EpId, e.EndpointId);
+        Assert.False(_dp.Conntrack.TryLookup(Ct(PeerIp, 40000, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress), out CtEntry _));
+    }
+
+    [Fact]
+    public void Ingress_policy_for_another_port_does_not_allow()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 443, Packets.Tcp, TrafficDirection.Ingress, 1), (PeerIdentity, 8080, Packets.Udp, TrafficDirection.Ingress, 2),
+              (PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Egress, 3), (PeerIdentity + 1, 8080, Packets.Tcp, TrafficDirection.Ingress, 4));
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenied);
+    }
+
+    [Fact]
+    public void Ingress_allowed_by_exact_rule_is_forwarded_and_creates_conntrack_entry()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 42));
+        var packet = Packets.TcpPacket(PeerIp, 40000, EpIp, 8080);
+        Assert.Equal(TcActOk, ToContainer(packet));
+
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal(42u, e.PolicyId);
+        Assert.Equal(PeerIdentity, e.SrcIdentity);
+
+        Assert.True(_dp.Conntrack.TryLookup(Ct(PeerIp, 40000, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress), out CtEntry ct));
+        Assert.Equal(1UL, ct.Packets);
+        Assert.Equal((ulong)packet.Length, ct.Bytes);
+        Assert.Equal(PeerIdentity, ct.SrcIdentity);
+        Assert.Equal(42u, ct.PolicyId);
+        Assert.Equal(0, ct.SeenReply);
+        Assert.True(ct.ExpiresNs > MonotonicNowNs(), "a new entry expires in the future");
+    }
+
+    [Theory]
+    [InlineData(0u, (ushort)8080, Packets.Tcp)]          // any peer
+    [InlineData(PeerIdentity, (ushort)0, Packets.Tcp)]   // any port
+    [InlineData(PeerIdentity, (ushort)0, (byte)0)]       // any protocol
+    [InlineData(0u, (ushort)0, (byte)0)]                 // allow all
+    public void Ingress_allowed_by_wildcard_rule(uint identity, ushort port, byte proto)
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((identity, port, proto, TrafficDirection.Ingress, 9));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        Assert.Equal(9u, Assert.Single(TakeEvents()).PolicyId);
+    }
+
+    [Fact]
+    public void Most_specific_rule_wins_and_its_policy_id_is_reported()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((0, 0, 0, TrafficDirection.Ingress, 1), (PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 2));
+        ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080));
+        Assert.Equal(2u, Assert.Single(TakeEvents()).PolicyId);
+    }
+
+    [Fact]
+    public void Deny_rule_drops_with_its_own_reason()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.ReplacePolicy(EpId, new Dictionary<PolicyKey, PolicyValue>
+        {
+            [new PolicyKey { Identity = PeerIdentity, DPort = 8080, Proto = Packets.Tcp, Dir = (byte)TrafficDirection.Ingress }] =
+                new PolicyValue { PolicyId = 5, Flags = PolicyValue.FlagDeny },
+        });
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenyRule);
+    }
+
+    [Fact]
+    public void Reply_of_an_allowed_ingress_flow_passes_egress_enforcement_without_an_egress_rule()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagEnforceEgress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        TakeEvents();
+
+        // The SYN-ACK leaves the pod with the reversed tuple: a reply, not a new egress flow.
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 8080, PeerIp, 40000, (byte)(Packets.Syn | Packets.Ack))));
+        Assert.Empty(TakeEvents());
+        Assert.True(_dp.Conntrack.TryLookup(Ct(PeerIp, 40000, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress), out CtEntry ct));
+        Assert.Equal(1, ct.SeenReply);
+        Assert.False(_dp.Conntrack.TryLookup(Ct(EpIp, 8080, PeerIp, 40000, Packets.Tcp, TrafficDirection.Egress), out CtEntry _));
+
+        // Egress really is enforced: the same pod opening a new connection is dropped.
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 8080, PeerIp, 40001, Packets.Syn)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenied);
+    }
+
+    [Fact]
+    public void Egress_from_a_spoofed_source_is_dropped_as_invalid_source()
+    {
+        AddEndpoint(0);
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket("10.200.0.66", 40000, PeerIp, 80)));
+        var e = Assert.Single(TakeEvents());
+        AssertDropped(e, DropReason.InvalidSource);
+        Assert.Equal(Identities.Unknown, e.SrcIdentity);
+        Assert.Equal(PeerIdentity, e.DstIdentity);
+        Assert.Equal(Addr("10.200.0.66"), e.SAddr);
+    }
+
+    [Fact]
+    public void Ingress_from_an_address_not_in_the_ipcache_has_the_world_identity()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(UnknownIp, 40000, EpIp, 80)));
+        Assert.Equal(Identities.World, Assert.Single(TakeEvents()).SrcIdentity);
+
+        Allow((Identities.World, 80, Packets.Tcp, TrafficDirection.Ingress, 3));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(UnknownIp, 40000, EpIp, 80)));
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal(Identities.World, e.SrcIdentity);
+    }
+
+    [Fact]
+    public void Egress_to_an_address_not_in_the_ipcache_has_the_world_identity()
+    {
+        AddEndpoint(0);
+        FromContainer(Packets.UdpPacket(EpIp, 5353, UnknownIp, 53));
+        Assert.Equal(Identities.World, Assert.Single(TakeEvents()).DstIdentity);
+    }
+
+    [Fact]
+    public void Packet_on_an_interface_without_endpoint_is_dropped_as_no_identity()
+    {
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 80)));
+        var events = TakeEvents();
+        Assert.Equal(2, events.Count);
+        Assert.All(events, e =>
+        {
+            AssertDropped(e, DropReason.NoIdentity);
+            Assert.Equal(0u, e.EndpointId);
+        });
+    }
+
+    [Fact]
+    public void Arp_passes_untouched_even_without_an_endpoint()
+    {
+        Assert.Equal(TcActOk, FromContainer(Packets.Arp()));
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagEnforceEgress);
+        Assert.Equal(TcActOk, FromContainer(Packets.Arp()));
+        Assert.Equal(TcActOk, ToContainer(Packets.Arp()));
+        Assert.Empty(TakeEvents());
+    }
+
+    [Fact]
+    public void Ipv6_is_dropped_as_unsupported_l3()
+    {
+        AddEndpoint(0);
+        Assert.Equal(TcActShot, FromContainer(Packets.Ipv6Udp()));
+        var e = Assert.Single(TakeEvents());
+        AssertDropped(e, DropReason.UnsupportedL3);
+        Assert.Equal(EpId, e.EndpointId);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(12)]
+    [InlineData(19)]
+    public void Truncated_tcp_header_is_dropped_as_invalid_packet(int tcpBytes)
+    {
+        AddEndpoint(0);
+        Assert.Equal(TcActShot, FromContainer(Packets.TruncatedTcp(EpIp, PeerIp, tcpBytes)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.InvalidPacket);
+    }
+
+    [Fact]
+    public void Ports_are_read_after_ip_options()
+    {
+        AddEndpoint(0);
+        FromContainer(Packets.WithIpOptions(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal((ushort)40000, e.SPort);
+        Assert.Equal((ushort)80, e.DPort);
+    }
+
+    [Fact]
+    public void Non_first_fragment_is_dropped_as_fragment()
+    {
+        AddEndpoint(0);
+        Assert.Equal(TcActShot, FromContainer(Packets.LaterFragment(EpIp, PeerIp)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.Fragment);
+    }
+
+    [Fact]
+    public void Udp_flow_is_tracked_with_its_ports()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceEgress);
+        Allow((PeerIdentity, 53, Packets.Udp, TrafficDirection.Egress, 8));
+        Assert.Equal(TcActOk, FromContainer(Packets.UdpPacket(EpIp, 5353, PeerIp, 53)));
+        Assert.True(_dp.Conntrack.TryLookup(Ct(EpIp, 5353, PeerIp, 53, Packets.Udp, TrafficDirection.Egress), out CtEntry ct));
+        Assert.Equal(8u, ct.PolicyId);
+        Assert.Equal(TcActShot, FromContainer(Packets.UdpPacket(EpIp, 5353, PeerIp, 54)));
+    }
+
+    [Fact]
+    public void Icmp_echo_allowed_by_a_protocol_rule_and_its_reply_passes_as_a_reply()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagEnforceEgress);
+        Allow((0, 0, Packets.Icmp, TrafficDirection.Egress, 11));
+
+        Assert.Equal(TcActOk, FromContainer(Packets.IcmpEcho(EpIp, PeerIp, reply: false, id: 0x1234)));
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal(11u, e.PolicyId);
+        Assert.Equal(Packets.Icmp, e.Proto);
+        Assert.Equal((ushort)0x1234, e.SPort);
+
+        // Ingress is enforced and has no rule, yet the echo reply passes: conntrack knows it.
+        Assert.Equal(TcActOk, ToContainer(Packets.IcmpEcho(PeerIp, EpIp, reply: true, id: 0x1234)));
+        Assert.Empty(TakeEvents());
+        Assert.True(_dp.Conntrack.TryLookup(Ct(EpIp, 0x1234, PeerIp, 0, Packets.Icmp, TrafficDirection.Egress), out CtEntry ct));
+        Assert.Equal(1, ct.SeenReply);
+
+        // A reply with another id is not a reply to anything; a ping towards the pod is a new, unallowed flow.
+        Assert.Equal(TcActShot, ToContainer(Packets.IcmpEcho(PeerIp, EpIp, reply: true, id: 0x9999)));
+        Assert.Equal(TcActShot, ToContainer(Packets.IcmpEcho(PeerIp, EpIp, reply: false, id: 0x1234)));
+        Assert.All(TakeEvents(), ev => AssertDropped(ev, DropReason.PolicyDenied));
+    }
+
+    [Fact]
+    public void Removing_the_policy_drops_the_next_packet_of_an_established_flow()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        TakeEvents();
+
+        _dp.ReplacePolicy(EpId, new Dictionary<PolicyKey, PolicyValue>());
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenied);
+    }
+
+    [Fact]
+    public void Enabling_enforcement_on_a_live_endpoint_takes_effect_on_the_next_packet()
+    {
+        AddEndpoint(0);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        _dp.UpdateEndpoint(TestIfindex, new EndpointInfo { EndpointId = EpId, Identity = EpIdentity, Ipv4 = Addr(EpIp), Flags = EndpointInfo.FlagEnforceIngress });
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+    }
+
+    [Fact]
+    public void Counters_count_forwarded_and_dropped_packets()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Assert.Equal(0UL, _dp.Counter(Counters.Forwarded));
+        Assert.Equal(0UL, _dp.Counter(Counters.Dropped));
+
+        _dp.FromContainer.TestRun(Packets.TcpPacket(EpIp, 40000, PeerIp, 80), repeat: 3);
+        ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080));
+        FromContainer(Packets.Ipv6Udp());
+
+        Assert.Equal(3UL, _dp.Counter(Counters.Forwarded));
+        Assert.Equal(2UL, _dp.Counter(Counters.Dropped));
+        Assert.Equal(0UL, _dp.Counter(Counters.EventsLost));
+    }
+
+    // --- userspace side of the maps ---
+
+    [Fact]
+    public void ReplacePolicy_then_ReadPolicy_round_trips_and_replaces_everything()
+    {
+        var first = new Dictionary<PolicyKey, PolicyValue>
+        {
+            [new PolicyKey { Identity = 256, DPort = 80, Proto = 6, Dir = 0 }] = new PolicyValue { PolicyId = 1 },
+            [new PolicyKey { Identity = 0, DPort = 0, Proto = 1, Dir = 1 }] = new PolicyValue { PolicyId = 2, Flags = PolicyValue.FlagDeny },
+        };
+        _dp.ReplacePolicy(EpId, first);
+        var read = _dp.ReadPolicy(EpId);
+        Assert.Equal(first.Count, read.Count);
+        foreach (var (k, v) in first)
+        {
+            Assert.True(read.TryGetValue(k, out var got), $"missing {k.Identity}/{k.DPort}/{k.Proto}/{k.Dir}");
+            Assert.Equal(v.PolicyId, got.PolicyId);
+            Assert.Equal(v.Flags, got.Flags);
+        }
+
+        var second = new Dictionary<PolicyKey, PolicyValue>
+        {
+            [new PolicyKey { Identity = 300, DPort = 443, Proto = 6, Dir = 0 }] = new PolicyValue { PolicyId = 3 },
+        };
+        _dp.ReplacePolicy(EpId, second);
+        var k2 = Assert.Single(_dp.ReadPolicy(EpId)).Key;
+        Assert.Equal(300u, k2.Identity);
+        Assert.Empty(_dp.ReadPolicy(EpId + 1));
+    }
+
+    [Fact]
+    public void CollectConntrack_removes_expired_entries_only()
+    {
+        AddEndpoint(0);
+        // A live entry made by the program itself: its bpf_ktime_get_ns deadline is in this clock's future.
+        FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80));
+        var live = Ct(EpIp, 40000, PeerIp, 80, Packets.Tcp, TrafficDirection.Egress);
+        var stale = Ct(EpIp, 40001, PeerIp, 80, Packets.Tcp, TrafficDirection.Egress);
+        _dp.Conntrack.Update(stale, new CtEntry { ExpiresNs = 1, Packets = 1 });
+        Assert.Equal(2, _dp.Conntrack.Count());
+
+        Assert.Equal(1, _dp.CollectConntrack(MonotonicNowNs()));
+        Assert.True(_dp.Conntrack.TryLookup(live, out CtEntry _));
+        Assert.False(_dp.Conntrack.TryLookup(stale, out CtEntry _));
+        Assert.Equal(0, _dp.CollectConntrack(MonotonicNowNs()));
+    }
+
+    [Fact]
+    public void Reloading_from_the_same_pin_root_keeps_endpoints_policy_and_conntrack()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1));
+        ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080));
+
+        using var again = NodeDatapath.Load(_pinRoot);
+        Assert.Equal(_dp.Endpoints.Id, again.Endpoints.Id);
+        Assert.True(again.Endpoints.TryLookup((uint)TestIfindex, out EndpointInfo ep));
+        Assert.Equal(EpId, ep.EndpointId);
+        Assert.Single(again.ReadPolicy(EpId));
+        Assert.Equal(1, again.Conntrack.Count());
+        Assert.Equal(TcActOk, again.ToContainer.TestRun(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)).ReturnValue);
+        Assert.True(File.Exists(Path.Combine(_pinRoot, "progs", Names.FromContainer)));
+    }
+
+    [Fact]
+    public void Fill_reports_entries_and_capacity()
+    {
+        AddEndpoint(0);
+        var fill = _dp.Fill().ToDictionary(f => f.Name);
+        Assert.Equal(1, fill[Names.Endpoints].Entries);
+        Assert.Equal(2, fill[Names.Ipcache].Entries);
+        Assert.Equal(0, fill[Names.Policy].Entries);
+        Assert.Equal(0, fill[Names.Conntrack].Entries);
+        Assert.Equal(4096u, fill[Names.Endpoints].MaxEntries);   // ENDPOINTS_MAX
+        Assert.Equal(262144u, fill[Names.Conntrack].MaxEntries); // CT_MAX
+    }
+}
