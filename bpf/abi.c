@@ -13,5 +13,6 @@ struct policy_value abi_policy_value;
 struct ct_key abi_ct_key;
 struct ct_entry abi_ct_entry;
 struct flow_event abi_flow_event;
+struct node_config abi_node_config;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

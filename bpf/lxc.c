@@ -22,12 +22,29 @@ static __always_inline __u32 ipcache_identity(__u32 addr)
 	return v ? v->identity : IDENTITY_WORLD;
 }
 
+static __always_inline int drop_policy(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
+				       __u32 dst_id, __u8 reason, __u8 dir, __u32 policy_id)
+{
+	counter_inc(COUNTER_DROPPED);
+	emit_flow(skb, p, ep_id, src_id, dst_id, VERDICT_DROPPED, reason, dir, 0, policy_id);
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
 				__u32 dst_id, __u8 reason, __u8 dir)
 {
-	counter_inc(COUNTER_DROPPED);
-	emit_flow(skb, p, ep_id, src_id, dst_id, VERDICT_DROPPED, reason, dir, 0, 0);
-	return TC_ACT_SHOT;
+	return drop_policy(skb, p, ep_id, src_id, dst_id, reason, dir, 0);
+}
+
+static __always_inline int audit_mode(const struct endpoint_info *ep)
+{
+	__u32 zero = 0;
+	struct node_config *cfg;
+
+	if (ep->flags & EP_F_AUDIT)
+		return 1;
+	cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+	return cfg && (cfg->flags & CONFIG_F_AUDIT);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
@@ -72,20 +89,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* Original direction, new or established: policy applies to every packet,
 	 * so removing a rule cuts flows it used to allow. */
 	__u32 policy_id = 0;
+	__u8 verdict = VERDICT_FORWARDED;
+	int reason = 0;
 	if (enforce) {
-		struct policy_value *pv = policy_lookup(ep->ep_id, remote_id, p.dport, p.proto, dir);
-		if (!pv)
-			return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_POLICY_DENIED, dir);
-		if (pv->flags & POLICY_F_DENY)
-			return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_POLICY_DENY_RULE, dir);
-		policy_id = pv->policy_id;
+		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
+		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id);
+		if (reason) {
+			if (!audit_mode(ep))
+				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, reason, dir, policy_id);
+			/* Audit: the would-be drop passes and is reported once per flow. */
+			verdict = VERDICT_AUDIT;
+		}
 	}
 
-	counter_inc(COUNTER_FORWARDED);
+	counter_inc(verdict == VERDICT_AUDIT ? COUNTER_AUDIT : COUNTER_FORWARDED);
 	if (ctr == CT_NEW) {
 		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
 		ct_create(&p, dir, src_id, policy_id);
-		emit_flow(skb, &p, ep->ep_id, src_id, dst_id, VERDICT_FORWARDED, REASON_NONE, dir, 0, policy_id);
+		emit_flow(skb, &p, ep->ep_id, src_id, dst_id, verdict, reason, dir, 0, policy_id);
 	}
 	return TC_ACT_OK;
 }

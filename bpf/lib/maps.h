@@ -27,15 +27,28 @@ struct endpoint_info {
 };
 #define EP_F_ENFORCE_INGRESS 1
 #define EP_F_ENFORCE_EGRESS 2
+#define EP_F_AUDIT 4 /* policy drops of this endpoint pass and are reported as AUDIT */
 
-/* Per-endpoint policy (inner map of policy_maps, keyed by endpoint id).
- * identity 0 = any peer; dport 0 = any port; proto 0 = any protocol. */
-struct policy_key {
-	__u32 identity;
-	__u16 dport; /* host byte order */
-	__u8 proto;
-	__u8 dir; /* DIR_* */
+/* config: node-wide settings, one entry at index 0. */
+struct node_config {
+	__u32 flags; /* CONFIG_F_* */
+	__u32 pad;
 };
+#define CONFIG_F_AUDIT 1 /* policy audit mode for every endpoint */
+
+/* Per-endpoint policy: an LPM trie per endpoint (inner map of trellis_policy, keyed by endpoint id).
+ * Key bits after prefixlen: identity (32) | direction (8) | protocol (8) | port (16, network order).
+ * prefixlen 40 = any protocol and port; 48 = any port of the protocol; 48 + k = a block of ports
+ * sharing their top k bits (how port ranges are stored). identity 0 = any peer. For ICMP the port
+ * is the ICMP type. The datapath looks up the peer's identity and identity 0; a deny from either wins. */
+struct policy_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u8 dir; /* DIR_* */
+	__u8 proto;
+	__u16 dport; /* network byte order */
+};
+#define POLICY_KEY_FULL_PREFIX 64
 
 struct policy_value {
 	__u32 policy_id; /* agent's number for the policy that allowed it, for flow records */
@@ -101,6 +114,7 @@ struct flow_event {
 #define COUNTER_EVENTS_LOST 0
 #define COUNTER_FORWARDED 1
 #define COUNTER_DROPPED 2
+#define COUNTER_AUDIT 3
 #define COUNTER_MAX 8
 
 #ifdef __TRELLIS_MAPS__
@@ -125,8 +139,9 @@ struct {
 /* Sizes rather than types: clang 14 emits only forward declarations for types
  * reached through an inner map, which libbpf cannot size. */
 struct policy_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, POLICY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(key_size, sizeof(struct policy_key));
 	__uint(value_size, sizeof(struct policy_value));
 };
@@ -160,5 +175,13 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct node_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_config SEC(".maps");
 
 #endif

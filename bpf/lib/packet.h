@@ -13,7 +13,7 @@ struct pkt {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_reply; /* ICMP echo reply: the tuple is stored reversed (see ct_key) */
-	__u8 pad;
+	__u8 icmp_type;  /* what ICMP policy rules match on */
 	__u32 len;
 };
 
@@ -56,6 +56,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	p->dport = 0;
 	p->tcp_flags = 0;
 	p->icmp_reply = 0;
+	p->icmp_type = 0;
 
 	void *l4 = (void *)ip + ihl * 4;
 	switch (ip->protocol) {
@@ -89,6 +90,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 		struct icmphdr *icmp = l4;
 		if ((void *)(icmp + 1) > data_end)
 			return REASON_INVALID_PACKET;
+		p->icmp_type = icmp->type;
 		/* Echo request: (id, 0); echo reply: (0, id), so a reply's tuple is the
 		 * request's reversed and conntrack finds it. Other types: (type, code). */
 		if (icmp->type == ICMP_ECHO_) {

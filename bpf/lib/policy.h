@@ -4,41 +4,41 @@
 
 #include "maps.h"
 
-static __always_inline struct policy_value *policy_try(void *inner, __u32 identity, __u16 dport, __u8 proto, __u8 dir)
-{
-	struct policy_key k = { .identity = identity, .dport = dport, .proto = proto, .dir = dir };
-	return bpf_map_lookup_elem(inner, &k);
-}
-
-/* Returns the matching entry or NULL (no rule allows the flow). */
-static __always_inline struct policy_value *policy_lookup(__u32 ep_id, __u32 identity, __u16 dport, __u8 proto, __u8 dir)
+/* Decides a packet in the original direction. Returns 0 (allowed), REASON_POLICY_DENIED (no rule
+ * allows it) or REASON_POLICY_DENY_RULE; *policy_id names the rule's policy where there is one. */
+static __always_inline int policy_check(__u32 ep_id, __u32 identity, __u16 port, __u8 proto, __u8 dir, __u32 *policy_id)
 {
 	void *inner = bpf_map_lookup_elem(&trellis_policy, &ep_id);
-	struct policy_value *v;
+	struct policy_value *peer, *any;
 
+	*policy_id = 0;
 	if (!inner)
+		return REASON_POLICY_DENIED;
+	struct policy_key k = {
+		.prefixlen = POLICY_KEY_FULL_PREFIX,
+		.identity = identity,
+		.dir = dir,
+		.proto = proto,
+		.dport = bpf_htons(port),
+	};
+	peer = bpf_map_lookup_elem(inner, &k);
+	k.identity = 0;
+	any = bpf_map_lookup_elem(inner, &k);
+	if (peer && (peer->flags & POLICY_F_DENY)) {
+		*policy_id = peer->policy_id;
+		return REASON_POLICY_DENY_RULE;
+	}
+	if (any && (any->flags & POLICY_F_DENY)) {
+		*policy_id = any->policy_id;
+		return REASON_POLICY_DENY_RULE;
+	}
+	if (peer) {
+		*policy_id = peer->policy_id;
 		return 0;
-	/* ICMP carries no port: rules name it by protocol only. */
-	if (proto == IPPROTO_ICMP_)
-		dport = 0;
-	if (dport) {
-		v = policy_try(inner, identity, dport, proto, dir);
-		if (v)
-			return v;
 	}
-	v = policy_try(inner, identity, 0, proto, dir);
-	if (v)
-		return v;
-	v = policy_try(inner, identity, 0, 0, dir);
-	if (v)
-		return v;
-	if (dport) {
-		v = policy_try(inner, 0, dport, proto, dir);
-		if (v)
-			return v;
+	if (any) {
+		*policy_id = any->policy_id;
+		return 0;
 	}
-	v = policy_try(inner, 0, 0, proto, dir);
-	if (v)
-		return v;
-	return policy_try(inner, 0, 0, 0, dir);
+	return REASON_POLICY_DENIED;
 }

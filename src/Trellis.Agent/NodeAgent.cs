@@ -13,7 +13,6 @@ using Trellis.Api;
 using Trellis.Bpf;
 using Trellis.Datapath;
 using Trellis.Policy;
-using DpPolicyKey = Trellis.Datapath.PolicyKey;
 
 namespace Trellis.Agent;
 
@@ -337,11 +336,9 @@ public sealed class NodeAgent : IDisposable
         var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
         var sources = _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
         var compiled = PolicyCompiler.Compile(subject, _identities.All, sources);
-        var entries = new Dictionary<DpPolicyKey, PolicyValue>(compiled.Entries.Count);
-        foreach (var (k, v) in compiled.Entries)
-            entries[new DpPolicyKey { Identity = k.Identity, DPort = k.Port, Proto = (byte)k.Proto, Dir = (byte)k.Direction }] =
-                new PolicyValue { PolicyId = v.PolicyId, Flags = v.Deny ? PolicyValue.FlagDeny : 0 };
-        _dp.ReplacePolicy(ep.State.Id, entries);
+        _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
+            e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
+            e.Key.Port, e.Key.Port == 0 ? ushort.MaxValue : e.Key.Port, e.Value.PolicyId, e.Value.Deny)));
         uint flags = (compiled.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (compiled.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0);
         if (attach)
             _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, flags), ep.State.Identity);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 
 namespace Trellis.Datapath;
@@ -83,23 +84,36 @@ public struct EndpointInfo
 {
     public const uint FlagEnforceIngress = 1;
     public const uint FlagEnforceEgress = 2;
+    public const uint FlagAudit = 4;
     [FieldOffset(0)] public uint EndpointId;
     [FieldOffset(4)] public uint Identity;
     [FieldOffset(8)] public uint Ipv4; // network byte order
     [FieldOffset(12)] public uint Flags;
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 8)]
+/// <summary>LPM key of an endpoint's policy map (see bpf/lib/maps.h): identity | dir | proto | port,
+/// PrefixLen bits of it significant. Build keys with <see cref="PolicyMapBuilder"/>.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 12)]
 public struct PolicyKey : IEquatable<PolicyKey>
 {
-    [FieldOffset(0)] public uint Identity; // 0 = any peer
-    [FieldOffset(4)] public ushort DPort;  // host order, 0 = any
-    [FieldOffset(6)] public byte Proto;    // 0 = any
-    [FieldOffset(7)] public byte Dir;      // TrafficDirection
+    public const uint FullPrefix = 64;
+    [FieldOffset(0)] public uint PrefixLen;
+    [FieldOffset(4)] public uint Identity; // 0 = any peer
+    [FieldOffset(8)] public byte Dir;      // TrafficDirection
+    [FieldOffset(9)] public byte Proto;    // 0 = any (with PrefixLen 40)
+    [FieldOffset(10)] public ushort DPortBe; // network byte order: port blocks are prefixes of it
 
-    public bool Equals(PolicyKey o) => Identity == o.Identity && DPort == o.DPort && Proto == o.Proto && Dir == o.Dir;
-    public override bool Equals(object? obj) => obj is PolicyKey k && Equals(k);
-    public override int GetHashCode() => HashCode.Combine(Identity, DPort, Proto, Dir);
+    /// <summary>The port (or ICMP type) in host order.</summary>
+    public ushort DPort
+    {
+        readonly get => BinaryPrimitives.ReverseEndianness(DPortBe);
+        set => DPortBe = BinaryPrimitives.ReverseEndianness(value);
+    }
+
+    public readonly bool Equals(PolicyKey o) => PrefixLen == o.PrefixLen && Identity == o.Identity && DPortBe == o.DPortBe && Proto == o.Proto && Dir == o.Dir;
+    public override readonly bool Equals(object? obj) => obj is PolicyKey k && Equals(k);
+    public override readonly int GetHashCode() => HashCode.Combine(PrefixLen, Identity, DPortBe, Proto, Dir);
+    public override readonly string ToString() => $"{Identity}/{(TrafficDirection)Dir}/{Proto}/{DPort} /{PrefixLen}";
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 8)]
@@ -157,11 +171,19 @@ public struct FlowEvent
     [FieldOffset(48)] public uint PktLen;
 }
 
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct NodeConfig
+{
+    public const uint FlagAudit = 1;
+    [FieldOffset(0)] public uint Flags;
+}
+
 public static class Counters
 {
     public const uint EventsLost = 0;
     public const uint Forwarded = 1;
     public const uint Dropped = 2;
+    public const uint Audit = 3;
     public const uint Max = 8;
 }
 
@@ -174,6 +196,7 @@ public static class Names
     public const string Conntrack = "trellis_ct";
     public const string Events = "trellis_events";
     public const string Counters = "trellis_counters";
+    public const string Config = "trellis_config";
     public const string FromContainer = "from_container";
     public const string ToContainer = "to_container";
     public const uint PolicyMaxEntries = 16384;

@@ -19,6 +19,7 @@ public sealed class NodeDatapath : IDisposable
     public BpfMap Conntrack { get; }
     public BpfMap Events { get; }
     public BpfMap Counters { get; }
+    public BpfMap Config { get; }
     public BpfProgram FromContainer { get; }
     public BpfProgram ToContainer { get; }
 
@@ -32,6 +33,7 @@ public sealed class NodeDatapath : IDisposable
         Conntrack = obj.Map(Names.Conntrack);
         Events = obj.Map(Names.Events);
         Counters = obj.Map(Names.Counters);
+        Config = obj.Map(Names.Config);
         FromContainer = obj.Program(Names.FromContainer);
         ToContainer = obj.Program(Names.ToContainer);
     }
@@ -109,18 +111,27 @@ public sealed class NodeDatapath : IDisposable
 
     // --- policy ---
 
+    /// <summary>Lays the statements out as LPM keys (<see cref="PolicyMapBuilder"/>) and installs them.</summary>
+    public void ReplacePolicy(uint endpointId, IEnumerable<PolicyStatement> statements) =>
+        ReplacePolicy(endpointId, PolicyMapBuilder.Build(statements));
+
     /// <summary>Replaces the endpoint's whole policy map atomically: a new inner map is filled
     /// first and then swapped into the outer map, so lookups never see a half-written or empty map.</summary>
     public void ReplacePolicy(uint endpointId, IReadOnlyDictionary<PolicyKey, PolicyValue> entries)
     {
         if (entries.Count > Names.PolicyMaxEntries)
             throw new DatapathException($"endpoint {endpointId} needs {entries.Count} policy entries, more than the map's {Names.PolicyMaxEntries}");
-        using var inner = BpfMap.Create(BpfMapType.Hash, $"trellis_pol_{endpointId}", 8, 8, Names.PolicyMaxEntries);
+        using var inner = BpfMap.Create(BpfMapType.LpmTrie, $"trellis_pol_{endpointId}", 12, 8, Names.PolicyMaxEntries, flags: 1 /* BPF_F_NO_PREALLOC */);
         foreach (var (k, v) in entries)
             inner.Update(k, v);
         lock (_policyGate)
             Policy.Update(endpointId, inner.Fd); // the outer map holds its own reference; ours closes on dispose
     }
+
+    /// <summary>Node-wide policy audit mode: policy drops pass and are reported with verdict AUDIT.</summary>
+    public void SetAuditMode(bool on) => Config.Update(0u, new NodeConfig { Flags = on ? NodeConfig.FlagAudit : 0 });
+
+    public bool AuditMode => Config.TryLookup(0u, out NodeConfig c) && (c.Flags & NodeConfig.FlagAudit) != 0;
 
     /// <summary>The endpoint's policy entries as the kernel has them.</summary>
     public Dictionary<PolicyKey, PolicyValue> ReadPolicy(uint endpointId)

@@ -27,7 +27,8 @@ public sealed class AbiLayoutTests : IDisposable
         {
             ["EndpointId"] = "ep_id", ["Identity"] = "identity", ["Ipv4"] = "ipv4", ["Flags"] = "flags",
         }),
-        ["policy_key"] = (typeof(PolicyKey), new() { ["Identity"] = "identity", ["DPort"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
+        ["policy_key"] = (typeof(PolicyKey), new() { ["PrefixLen"] = "prefixlen", ["Identity"] = "identity", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
+        ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags" }),
         ["policy_value"] = (typeof(PolicyValue), new() { ["PolicyId"] = "policy_id", ["Flags"] = "flags" }),
         ["ct_key"] = (typeof(CtKey), new()
         {

@@ -63,10 +63,13 @@ public sealed class LxcProgramTests : IDisposable
         return e;
     }
 
+    // Port 0 = any port, as the rules are written in these tests.
     private void Allow(params (uint Identity, ushort Port, byte Proto, TrafficDirection Dir, uint PolicyId)[] rules) =>
-        _dp.ReplacePolicy(EpId, rules.ToDictionary(
-            r => new PolicyKey { Identity = r.Identity, DPort = r.Port, Proto = r.Proto, Dir = (byte)r.Dir },
-            r => new PolicyValue { PolicyId = r.PolicyId }));
+        _dp.ReplacePolicy(EpId, rules.Select(r => Statement(r.Identity, r.Port, r.Proto, r.Dir, r.PolicyId, deny: false)));
+
+    private static PolicyStatement Statement(uint identity, ushort port, byte proto, TrafficDirection dir, uint policyId, bool deny,
+        ushort? endPort = null) =>
+        new(identity, dir, proto, port, endPort ?? (port == 0 ? ushort.MaxValue : port), policyId, deny);
 
     private static CtKey Ct(string src, ushort sport, string dst, ushort dport, byte proto, TrafficDirection dir) =>
         new() { SAddr = Addr(src), DAddr = Addr(dst), SPort = sport, DPort = dport, Proto = proto, Dir = (byte)dir };
@@ -201,11 +204,7 @@ public sealed class LxcProgramTests : IDisposable
     public void Deny_rule_drops_with_its_own_reason()
     {
         AddEndpoint(EndpointInfo.FlagEnforceIngress);
-        _dp.ReplacePolicy(EpId, new Dictionary<PolicyKey, PolicyValue>
-        {
-            [new PolicyKey { Identity = PeerIdentity, DPort = 8080, Proto = Packets.Tcp, Dir = (byte)TrafficDirection.Ingress }] =
-                new PolicyValue { PolicyId = 5, Flags = PolicyValue.FlagDeny },
-        });
+        _dp.ReplacePolicy(EpId, [Statement(PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 5, deny: true)]);
         Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
         AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenyRule);
     }
@@ -373,7 +372,7 @@ public sealed class LxcProgramTests : IDisposable
         Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
         TakeEvents();
 
-        _dp.ReplacePolicy(EpId, new Dictionary<PolicyKey, PolicyValue>());
+        _dp.ReplacePolicy(EpId, Array.Empty<PolicyStatement>());
         Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
         AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenied);
     }
@@ -408,29 +407,97 @@ public sealed class LxcProgramTests : IDisposable
     [Fact]
     public void ReplacePolicy_then_ReadPolicy_round_trips_and_replaces_everything()
     {
-        var first = new Dictionary<PolicyKey, PolicyValue>
-        {
-            [new PolicyKey { Identity = 256, DPort = 80, Proto = 6, Dir = 0 }] = new PolicyValue { PolicyId = 1 },
-            [new PolicyKey { Identity = 0, DPort = 0, Proto = 1, Dir = 1 }] = new PolicyValue { PolicyId = 2, Flags = PolicyValue.FlagDeny },
-        };
+        var first = PolicyMapBuilder.Build([
+            Statement(256, 80, 6, TrafficDirection.Ingress, 1, deny: false),
+            Statement(0, 0, 1, TrafficDirection.Egress, 2, deny: true),
+        ]);
         _dp.ReplacePolicy(EpId, first);
         var read = _dp.ReadPolicy(EpId);
         Assert.Equal(first.Count, read.Count);
         foreach (var (k, v) in first)
         {
-            Assert.True(read.TryGetValue(k, out var got), $"missing {k.Identity}/{k.DPort}/{k.Proto}/{k.Dir}");
+            Assert.True(read.TryGetValue(k, out var got), $"missing {k}");
             Assert.Equal(v.PolicyId, got.PolicyId);
             Assert.Equal(v.Flags, got.Flags);
         }
 
-        var second = new Dictionary<PolicyKey, PolicyValue>
-        {
-            [new PolicyKey { Identity = 300, DPort = 443, Proto = 6, Dir = 0 }] = new PolicyValue { PolicyId = 3 },
-        };
-        _dp.ReplacePolicy(EpId, second);
+        _dp.ReplacePolicy(EpId, [Statement(300, 443, 6, TrafficDirection.Ingress, 3, deny: false)]);
         var k2 = Assert.Single(_dp.ReadPolicy(EpId)).Key;
         Assert.Equal(300u, k2.Identity);
         Assert.Empty(_dp.ReadPolicy(EpId + 1));
+    }
+
+    // --- issue 3: port ranges, deny precedence, ICMP types, audit ---
+
+    [Fact]
+    public void Port_range_allows_every_port_inside_and_none_outside()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.ReplacePolicy(EpId, [Statement(PeerIdentity, 8000, Packets.Tcp, TrafficDirection.Ingress, 1, deny: false, endPort: 8099)]);
+        foreach (ushort port in new ushort[] { 8000, 8001, 8063, 8064, 8098, 8099 })
+            Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, (ushort)(30000 + port), EpIp, port)));
+        foreach (ushort port in new ushort[] { 7999, 8100, 80 })
+            Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, (ushort)(30000 + port), EpIp, port)));
+    }
+
+    [Fact]
+    public void Deny_for_any_peer_wins_over_an_allow_for_the_specific_peer()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.ReplacePolicy(EpId, [
+            Statement(PeerIdentity, 0, 0, TrafficDirection.Ingress, 1, deny: false),
+            Statement(0, 8080, Packets.Tcp, TrafficDirection.Ingress, 2, deny: true),
+        ]);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        var e = Assert.Single(TakeEvents());
+        AssertDropped(e, DropReason.PolicyDenyRule);
+        Assert.Equal(2u, e.PolicyId);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40001, EpIp, 9090)));
+    }
+
+    [Fact]
+    public void Deny_range_of_the_same_peer_wins_over_a_narrower_allow()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.ReplacePolicy(EpId, [
+            Statement(PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1, deny: false),
+            Statement(PeerIdentity, 8000, Packets.Tcp, TrafficDirection.Ingress, 2, deny: true, endPort: 8191),
+            Statement(PeerIdentity, 9000, Packets.Tcp, TrafficDirection.Ingress, 3, deny: false),
+        ]);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40001, EpIp, 9000)));
+    }
+
+    [Fact]
+    public void Icmp_rule_matches_the_icmp_type()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.ReplacePolicy(EpId, [Statement(PeerIdentity, 8, Packets.Icmp, TrafficDirection.Ingress, 1, deny: false, endPort: 8)]);
+        Assert.Equal(TcActOk, ToContainer(Packets.IcmpEcho(PeerIp, EpIp, reply: false, id: 7)));
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8)));
+    }
+
+    [Fact]
+    public void Audit_mode_passes_would_be_drops_and_reports_them_as_AUDIT()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagAudit);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Audit, e.Verdict);
+        Assert.Equal((byte)DropReason.PolicyDenied, e.Reason);
+        Assert.Equal(1UL, _dp.Counter(Counters.Audit));
+    }
+
+    [Fact]
+    public void Node_wide_audit_mode_applies_to_every_endpoint_and_can_be_turned_off()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.SetAuditMode(true);
+        Assert.True(_dp.AuditMode);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080)));
+        Assert.Equal((byte)Verdict.Audit, Assert.Single(TakeEvents()).Verdict);
+        _dp.SetAuditMode(false);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40001, EpIp, 8080)));
     }
 
     [Fact]
