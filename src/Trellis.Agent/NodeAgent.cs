@@ -58,6 +58,7 @@ public sealed class NodeAgent : IDisposable
         foreach (var (key, json) in _store.List("namespaces"))
             _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
 
+        _dp.SetAuditMode(_store.Get("config/policy-audit-mode") == "true");
         // The node's own address is the host identity for policy.
         _dp.SetIpcache(NetOrder.FromAddress(_ipam.RouterIp), Identities.Host);
 
@@ -88,7 +89,8 @@ public sealed class NodeAgent : IDisposable
             _ipam.Release(s.Key);
             return;
         }
-        var existing = _dp.Endpoints.TryLookup((uint)ifindex, out EndpointInfo info) ? info.Flags : 0u;
+        var existing = (_dp.Endpoints.TryLookup((uint)ifindex, out EndpointInfo info) ? info.Flags : 0u) & ~EndpointInfo.FlagAudit
+            | (s.PolicyAuditMode ? EndpointInfo.FlagAudit : 0);
         _endpoints[s.Key] = new EndpointRuntime(s, ifindex,
             (existing & EndpointInfo.FlagEnforceIngress) != 0, (existing & EndpointInfo.FlagEnforceEgress) != 0, "ready");
         _dp.AttachEndpoint(ifindex, ToInfo(s, existing), s.Identity);
@@ -194,6 +196,7 @@ public sealed class NodeAgent : IDisposable
             var identity = _identities.GetOrAllocate(IdentityLabels.For(r.Namespace, labels, nsLabels), out _);
             var s = new EndpointState
             {
+                PolicyAuditMode = existing?.State.PolicyAuditMode ?? false,
                 Id = existing?.State.Id ?? NextEndpointId(),
                 Namespace = r.Namespace,
                 Pod = r.Pod,
@@ -257,7 +260,8 @@ public sealed class NodeAgent : IDisposable
 
     private static EndpointDto ToDto(EndpointRuntime e) => new(
         e.State.Id, e.State.Namespace, e.State.Pod, e.State.Ip, e.State.Identity, e.State.Labels,
-        e.IngressEnforced, e.EgressEnforced, e.State.Ifname, e.Ifindex, e.Status, e.State.NetnsPath, e.State.CgroupPath);
+        e.IngressEnforced, e.EgressEnforced, e.State.Ifname, e.Ifindex, e.Status, e.State.NetnsPath, e.State.CgroupPath,
+        e.State.PolicyAuditMode);
 
     public List<IdentityDto> IdentityList()
     {
@@ -336,20 +340,58 @@ public sealed class NodeAgent : IDisposable
         var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
         var sources = _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
         var compiled = PolicyCompiler.Compile(subject, _identities.All, sources);
-        _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
-            e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
-            e.Key.Port, e.Key.Port == 0 ? ushort.MaxValue : e.Key.Port, e.Value.PolicyId, e.Value.Deny)));
-        uint flags = (compiled.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (compiled.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0);
+        bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
+            && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value);
+        if (!unchanged || attach)
+        {
+            // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
+            _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
+                e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
+                e.Key.Port, e.Key.Port == 0 ? ushort.MaxValue : e.Key.Port, e.Value.PolicyId, e.Value.Deny)));
+        }
+        var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
         if (attach)
-            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, flags), ep.State.Identity);
-        else
-            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, flags));
-        _endpoints[ep.State.Key] = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced };
+            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity);
+        else if (!unchanged)
+            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)));
+        _endpoints[ep.State.Key] = updated;
         return compiled;
     }
 
     private static uint FlagsOf(EndpointRuntime e) =>
-        (e.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (e.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0);
+        (e.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (e.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0)
+        | (e.State.PolicyAuditMode ? EndpointInfo.FlagAudit : 0);
+
+    // --- audit mode ---
+
+    /// <summary>Node-wide policy audit mode: policy drops pass and are reported with verdict AUDIT.</summary>
+    public ConfigDto SetConfig(ConfigDto c)
+    {
+        lock (_gate)
+        {
+            _store.Put("config/policy-audit-mode", c.PolicyAuditMode ? "true" : "false");
+            _dp.SetAuditMode(c.PolicyAuditMode);
+            return Config();
+        }
+    }
+
+    public ConfigDto Config() => new(_dp.AuditMode);
+
+    public EndpointDto SetEndpointConfig(string ns, string pod, EndpointConfigDto c)
+    {
+        var key = $"{ns}/{pod}";
+        lock (_gate)
+        {
+            if (!_endpoints.TryGetValue(key, out var ep))
+                throw AgentException.NotFound($"endpoint {key} does not exist on node {_opt.Node}");
+            var s = ep.State with { PolicyAuditMode = c.PolicyAuditMode };
+            _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
+            var updated = ep with { State = s };
+            _endpoints[key] = updated;
+            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(s, FlagsOf(updated)));
+            return ToDto(updated);
+        }
+    }
 
     private void RefreshSnapshot()
     {
@@ -405,6 +447,8 @@ public sealed class NodeAgent : IDisposable
                 _dp.Fill().Select(f => new MapDto(f.Name, f.Entries, f.MaxEntries)).ToList(),
                 _dp.Counter(Counters.Forwarded),
                 _dp.Counter(Counters.Dropped),
+                _dp.Counter(Counters.Audit),
+                _dp.AuditMode,
                 _dp.Counter(Counters.EventsLost),
                 _monitor.Received,
                 Flows.Count,

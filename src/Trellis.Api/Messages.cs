@@ -25,6 +25,8 @@ public sealed record StatusResponse(
     IReadOnlyList<MapDto> Maps,
     ulong PacketsForwarded,
     ulong PacketsDropped,
+    ulong PacketsAudited,
+    bool PolicyAuditMode,
     ulong EventsLost,
     long FlowsSeen,
     int FlowStoreSize,
@@ -61,7 +63,11 @@ public sealed record EndpointDto(
     int Ifindex,
     string State,
     string NetnsPath,
-    string CgroupPath);
+    string CgroupPath,
+    bool PolicyAuditMode = false);
+
+public sealed record ConfigDto(bool PolicyAuditMode);
+public sealed record EndpointConfigDto(bool PolicyAuditMode);
 
 public sealed record IdentityDto(uint Id, IReadOnlyDictionary<string, string> Labels, int Endpoints);
 

@@ -18,4 +18,5 @@ root.Subcommands.Add(ObserveCommand.Create());
 root.Subcommands.Add(StatusCommands.CreateStatus());
 root.Subcommands.Add(StatusCommands.CreateEndpoint());
 root.Subcommands.Add(StatusCommands.CreateIdentity());
+root.Subcommands.Add(ConfigCommands.Create());
 return await root.Parse(args).InvokeAsync();

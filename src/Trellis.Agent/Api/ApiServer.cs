@@ -64,6 +64,9 @@ public static class ApiServer
         app.MapGet("/v1/endpoints", () => agent.Endpoints());
         app.MapPut("/v1/endpoints", (CreateEndpointRequest r) => agent.PutEndpoint(Require(r)));
         app.MapDelete("/v1/endpoints/{ns}/{pod}", (string ns, string pod) => { agent.DeleteEndpoint(ns, pod); return Results.NoContent(); });
+        app.MapPut("/v1/endpoints/{ns}/{pod}/config", (string ns, string pod, EndpointConfigDto c) => agent.SetEndpointConfig(ns, pod, Require(c)));
+        app.MapGet("/v1/config", () => agent.Config());
+        app.MapPut("/v1/config", (ConfigDto c) => agent.SetConfig(Require(c)));
         app.MapGet("/v1/identities", () => agent.IdentityList());
         app.MapGet("/v1/policies", () => agent.PolicyList());
         app.MapPost("/v1/policies", (ApplyPolicyRequest r) => agent.ApplyPolicy(Require(r)));

@@ -13,9 +13,15 @@ public sealed record EndpointState
     public required string CgroupPath { get; init; }
     public required uint Identity { get; init; }
     public List<Trellis.Api.ContainerPortDto> Ports { get; init; } = [];
+    /// <summary>Policy audit mode for this endpoint alone (the node-wide switch is separate).</summary>
+    public bool PolicyAuditMode { get; init; }
 
     public string Key => $"{Namespace}/{Pod}";
 }
 
 /// <summary>Live view of an endpoint: its state plus what the datapath was given.</summary>
-public sealed record EndpointRuntime(EndpointState State, int Ifindex, bool IngressEnforced, bool EgressEnforced, string Status);
+public sealed record EndpointRuntime(EndpointState State, int Ifindex, bool IngressEnforced, bool EgressEnforced, string Status)
+{
+    /// <summary>What was last installed in the kernel, so a regeneration that changes nothing writes nothing.</summary>
+    public Trellis.Policy.EndpointPolicy? Installed { get; init; }
+}

@@ -20,7 +20,7 @@ public static class FlowConverter
             f.Time,
             node,
             verdict.ToString().ToUpperInvariant(),
-            verdict == Verdict.Dropped ? DropReasons.Describe(reason) : null,
+            verdict is Verdict.Dropped or Verdict.Audit ? DropReasons.Describe(reason) : null,
             e.Dir == (byte)TrafficDirection.Ingress ? "INGRESS" : "EGRESS",
             e.IsReply != 0,
             Party(e.SAddr, e.SPort, e.SrcIdentity, f.Source, f.SourceLabels),

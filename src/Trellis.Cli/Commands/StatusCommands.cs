@@ -23,7 +23,8 @@ internal static class StatusCommands
             o.MarkupLine($"[bold]Features[/]:    {string.Join(", ", s.Features.Select(f => f.Supported ? Markup.Escape(f.Name) : $"[red]{Markup.Escape(f.Name)} (missing)[/]"))}");
             o.MarkupLine($"[bold]Pod CIDR[/]:    {s.PodCidr} (router {s.RouterIp})");
             o.MarkupLine($"[bold]Endpoints[/]:   {s.Endpoints}    [bold]Identities[/]: {s.Identities}    [bold]Policies[/]: {s.Policies}");
-            o.MarkupLine($"[bold]Datapath[/]:    {s.PacketsForwarded} packets forwarded, {s.PacketsDropped} dropped, {s.EventsLost} events lost");
+            o.MarkupLine($"[bold]Datapath[/]:    {s.PacketsForwarded} packets forwarded, {s.PacketsDropped} dropped, {s.PacketsAudited} audited, {s.EventsLost} events lost");
+            o.MarkupLine($"[bold]Policy audit[/]: {(s.PolicyAuditMode ? "[yellow]on (policy drops pass, reported as AUDIT)[/]" : "off")}");
             o.MarkupLine($"[bold]Flows[/]:       {s.FlowsSeen} seen, {s.FlowStoreSize}/{s.FlowStoreCapacity} in store");
             o.MarkupLine($"[bold]Pins[/]:        {Markup.Escape(s.PinRoot)}    [bold]State[/]: {Markup.Escape(s.StateDir)}");
             var progs = new Table().AddColumns("PROGRAM", "ID", "ATTACHED VETHS", "RUNS", "AVG NS");
@@ -59,15 +60,16 @@ internal static class StatusCommands
                 Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(eps, Trellis.Api.AgentClient.Json));
                 return 0;
             }
-            var t = new Table().AddColumns("ID", "NAMESPACE", "POD", "IPv4", "IDENTITY", "INGRESS ENFORCED", "EGRESS ENFORCED", "INTERFACE", "STATUS", "LABELS");
+            var t = new Table().AddColumns("ID", "NAMESPACE", "POD", "IPv4", "IDENTITY", "INGRESS ENFORCED", "EGRESS ENFORCED", "AUDIT", "INTERFACE", "STATUS", "LABELS");
             foreach (var e in eps)
-                t.AddRow(e.Id.ToString(), e.Namespace, e.Pod, e.Ip, e.Identity.ToString(), Enf(e.IngressEnforced), Enf(e.EgressEnforced), e.Ifname, e.State,
+                t.AddRow(e.Id.ToString(), e.Namespace, e.Pod, e.Ip, e.Identity.ToString(), Enf(e.IngressEnforced), Enf(e.EgressEnforced), e.PolicyAuditMode ? "on" : "off", e.Ifname, e.State,
                     Markup.Escape(string.Join(",", e.Labels.Select(l => $"{l.Key}={l.Value}"))));
             Global.Out.Write(t);
             return 0;
         }));
         var cmd = new Command("endpoint", "Endpoints (pods) managed by the agent.");
         cmd.Subcommands.Add(list);
+        cmd.Subcommands.Add(ConfigCommands.CreateEndpointConfig());
         return cmd;
     }
 
