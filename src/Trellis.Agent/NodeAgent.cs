@@ -326,6 +326,43 @@ public sealed class NodeAgent : IDisposable
                 p.Resource.Rules.Count, p.Stored.FileName, p.Stored.AppliedAt)).ToList();
     }
 
+    public PolicyDetailDto GetPolicy(string? ns, string name)
+    {
+        lock (_gate)
+        {
+            var p = _policies.All.FirstOrDefault(x => x.Stored.Name == name && x.Stored.Namespace == ns)
+                ?? throw AgentException.NotFound(ns is null ? $"no CiliumClusterwideNetworkPolicy named '{name}'" : $"no policy named '{name}' in namespace '{ns}'");
+            var dto = new PolicyDto(p.Stored.Id, p.Stored.Kind, p.Stored.Name, p.Stored.Namespace, p.Resource.Rules.Count, p.Stored.FileName, p.Stored.AppliedAt);
+            return new PolicyDetailDto(dto, PolicyRepository.DocumentOf(p.Stored.Yaml, p.Resource.Location.Line));
+        }
+    }
+
+    public EndpointDetailDto GetEndpoint(string ns, string pod)
+    {
+        lock (_gate)
+        {
+            if (!_endpoints.TryGetValue($"{ns}/{pod}", out var ep))
+                throw AgentException.NotFound($"endpoint {ns}/{pod} does not exist on node {_opt.Node}");
+            var policyNames = _policies.All.ToDictionary(p => p.Stored.Id);
+            var rows = new List<PolicyEntryDto>();
+            foreach (var (k, v) in ep.Installed?.Entries ?? new Dictionary<Trellis.Policy.PolicyKey, PolicyEntry>())
+            {
+                IReadOnlyList<string> peer = k.Identity switch
+                {
+                    0 => ["(any)"],
+                    Identities.Host => ["reserved:host"],
+                    Identities.World => ["reserved:world"],
+                    var id => _identities.LabelsOf(id)?.Select(l => $"{l.Key}={l.Value}").ToList() ?? [$"identity {id}"],
+                };
+                policyNames.TryGetValue(v.PolicyId, out var pol);
+                rows.Add(new PolicyEntryDto(k.Direction.ToString().ToUpperInvariant(), k.Identity, peer,
+                    k.Proto == L4Proto.Any ? "ANY" : k.Proto.ToString().ToUpperInvariant(), k.Port == 0 ? "any" : k.Port.ToString(),
+                    v.Deny ? "DENY" : "ALLOW", pol?.Stored.Name, pol?.Stored.Namespace));
+            }
+            return new EndpointDetailDto(ToDto(ep), rows);
+        }
+    }
+
     // --- regeneration ---
 
     private void RegenerateAll(string? except = null)

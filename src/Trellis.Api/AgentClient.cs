@@ -70,6 +70,10 @@ public sealed class AgentClient : IDisposable
     public Task ReleaseIpAsync(string owner, CancellationToken ct = default) => SendAsync<object>(HttpMethod.Post, "v1/ipam/release", new AllocateIpRequest(owner), ct);
     public Task<EndpointDto> PutEndpointAsync(CreateEndpointRequest r, CancellationToken ct = default) => SendAsync<EndpointDto>(HttpMethod.Put, "v1/endpoints", r, ct);
     public Task DeleteEndpointAsync(string ns, string pod, CancellationToken ct = default) => SendAsync<object>(HttpMethod.Delete, $"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}", null, ct);
+    public Task<PolicyDetailDto> GetPolicyAsync(string? ns, string name, CancellationToken ct = default) =>
+        GetAsync<PolicyDetailDto>($"v1/policies/{Uri.EscapeDataString(ns ?? "-")}/{Uri.EscapeDataString(name)}", ct);
+    public Task<EndpointDetailDto> GetEndpointAsync(string ns, string pod, CancellationToken ct = default) =>
+        GetAsync<EndpointDetailDto>($"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}", ct);
     public Task<ConfigDto> ConfigAsync(CancellationToken ct = default) => GetAsync<ConfigDto>("v1/config", ct);
     public Task<ConfigDto> SetConfigAsync(ConfigDto c, CancellationToken ct = default) => SendAsync<ConfigDto>(HttpMethod.Put, "v1/config", c, ct);
     public Task<EndpointDto> SetEndpointConfigAsync(string ns, string pod, EndpointConfigDto c, CancellationToken ct = default) =>

@@ -97,3 +97,11 @@ public sealed record FlowDto(
     string? PolicyName,
     string? PolicyNamespace,
     int Length);
+
+public sealed record PolicyDetailDto(PolicyDto Policy, string Yaml);
+
+/// <summary>One line of an endpoint's installed policy: who may (or may not) reach whom on what.</summary>
+public sealed record PolicyEntryDto(string Direction, uint PeerIdentity, IReadOnlyList<string> PeerLabels, string Protocol,
+    string Ports, string Verdict, string? PolicyName, string? PolicyNamespace);
+
+public sealed record EndpointDetailDto(EndpointDto Endpoint, IReadOnlyList<PolicyEntryDto> Policy);

@@ -12,6 +12,7 @@ internal static class PolicyCommands
         policy.Subcommands.Add(Apply());
         policy.Subcommands.Add(Delete());
         policy.Subcommands.Add(List());
+        policy.Subcommands.Add(PolicyGetCommand.Create());
         return policy;
     }
 
@@ -82,6 +83,36 @@ internal static class PolicyCommands
             foreach (var p in await c.PoliciesAsync(ct))
                 t.AddRow(p.Id.ToString(), p.Kind, p.Namespace ?? "<cluster>", p.Name, p.Rules.ToString(), Markup.Escape(p.Source), p.AppliedAt.ToLocalTime().ToString("u"));
             Global.Out.Write(t);
+            return 0;
+        }));
+        return cmd;
+    }
+}
+
+internal static class PolicyGetCommand
+{
+    public static Command Create()
+    {
+        var name = new Argument<string>("name") { Description = "Policy name" };
+        var ns = new Option<string>("--namespace", "-n") { Description = "Namespace of a CiliumNetworkPolicy", DefaultValueFactory = _ => "default" };
+        var cluster = new Option<bool>("--clusterwide") { Description = "A CiliumClusterwideNetworkPolicy" };
+        var output = new Option<string>("--output", "-o") { Description = "yaml (the policy as applied) or json (its metadata)", DefaultValueFactory = _ => "yaml" };
+        output.AcceptOnlyFromAmong("yaml", "json");
+        var cmd = new Command("get", """
+            Show an applied policy as it was applied.
+
+            Example:
+              trellis policy get backend-from-frontend -n shop -o yaml
+            """);
+        cmd.Arguments.Add(name);
+        cmd.Options.Add(ns);
+        cmd.Options.Add(cluster);
+        cmd.Options.Add(output);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var p = await c.GetPolicyAsync(r.GetValue(cluster) ? null : r.GetValue(ns), r.GetValue(name)!, ct);
+            Console.Write(r.GetValue(output) == "json" ? System.Text.Json.JsonSerializer.Serialize(p.Policy, Trellis.Api.AgentClient.Json) + "\n" : p.Yaml);
             return 0;
         }));
         return cmd;

@@ -70,6 +70,40 @@ internal static class StatusCommands
         var cmd = new Command("endpoint", "Endpoints (pods) managed by the agent.");
         cmd.Subcommands.Add(list);
         cmd.Subcommands.Add(ConfigCommands.CreateEndpointConfig());
+        cmd.Subcommands.Add(CreateEndpointGet());
+        return cmd;
+    }
+
+    private static Command CreateEndpointGet()
+    {
+        var pod = new Argument<string>("pod") { Description = "Pod name" };
+        var ns = new Option<string>("--namespace", "-n") { Description = "Pod namespace", DefaultValueFactory = _ => "default" };
+        var cmd = new Command("get", """
+            Show one endpoint and the policy installed for it in the kernel: per direction, which peers may reach it
+            (or it may reach) on which ports, allowed or denied, and by which policy.
+
+            Example:
+              trellis endpoint get backend -n shop
+            """);
+        cmd.Arguments.Add(pod);
+        cmd.Options.Add(ns);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            using var c = Global.Client(r);
+            var d = await c.GetEndpointAsync(r.GetValue(ns)!, r.GetValue(pod)!, ct);
+            var e = d.Endpoint;
+            var o = Global.Out;
+            o.MarkupLine($"[bold]Endpoint[/] {e.Id}: {e.Namespace}/{e.Pod}  {e.Ip}  identity {e.Identity}  interface {e.Ifname}");
+            o.MarkupLine($"[bold]Labels[/]: {Markup.Escape(string.Join(", ", e.Labels.Select(l => $"{l.Key}={l.Value}")))}");
+            o.MarkupLine($"[bold]Ingress[/]: {(e.IngressEnforced ? "enforced (default deny)" : "not enforced (all allowed)")}   [bold]Egress[/]: {(e.EgressEnforced ? "enforced (default deny)" : "not enforced (all allowed)")}   [bold]Audit[/]: {(e.PolicyAuditMode ? "on" : "off")}");
+            var t = new Table().AddColumns("DIRECTION", "PEER IDENTITY", "PEER LABELS", "PROTOCOL", "PORTS", "VERDICT", "POLICY");
+            foreach (var p in d.Policy.OrderBy(p => p.Direction).ThenBy(p => p.PeerIdentity))
+                t.AddRow(p.Direction, p.PeerIdentity == 0 ? "any" : p.PeerIdentity.ToString(), Markup.Escape(string.Join(Environment.NewLine, p.PeerLabels)),
+                    p.Protocol, p.Ports, p.Verdict == "DENY" ? "[red]DENY[/]" : "[green]ALLOW[/]",
+                    Markup.Escape(p.PolicyName is null ? "" : (p.PolicyNamespace is null ? "" : p.PolicyNamespace + "/") + p.PolicyName));
+            o.Write(t);
+            return 0;
+        }));
         return cmd;
     }
 
