@@ -64,7 +64,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return drop(skb, &p, ep->ep_id, 0, 0, ret, dir);
 
 	__u32 src_id, dst_id, remote_id;
-	__u32 enforce;
+	__u32 enforce, has_deny;
 	if (dir == DIR_EGRESS) {
 		if (p.saddr != ep->ipv4)
 			return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
@@ -72,11 +72,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		dst_id = ipcache_identity(p.daddr);
 		remote_id = dst_id;
 		enforce = ep->flags & EP_F_ENFORCE_EGRESS;
+		has_deny = ep->flags & EP_F_DENY_EGRESS;
 	} else {
 		src_id = ipcache_identity(p.saddr);
 		dst_id = ep->identity;
 		remote_id = src_id;
 		enforce = ep->flags & EP_F_ENFORCE_INGRESS;
+		has_deny = ep->flags & EP_F_DENY_INGRESS;
 	}
 
 	struct ct_entry *ct;
@@ -91,9 +93,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 policy_id = 0;
 	__u8 verdict = VERDICT_FORWARDED;
 	int reason = 0;
-	if (enforce) {
+	if (enforce || has_deny) {
 		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
 		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id);
+		/* Not enforced: only a deny rule drops. */
+		if (!enforce && reason == REASON_POLICY_DENIED)
+			reason = 0;
 		if (reason) {
 			if (!audit_mode(ep))
 				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, reason, dir, policy_id);

@@ -28,6 +28,8 @@ struct endpoint_info {
 #define EP_F_ENFORCE_INGRESS 1
 #define EP_F_ENFORCE_EGRESS 2
 #define EP_F_AUDIT 4 /* policy drops of this endpoint pass and are reported as AUDIT */
+#define EP_F_DENY_INGRESS 8  /* the policy map has deny entries for ingress (checked even when not enforced) */
+#define EP_F_DENY_EGRESS 16
 
 /* config: node-wide settings, one entry at index 0. */
 struct node_config {

@@ -29,6 +29,7 @@ public sealed class NodeAgent : IDisposable
     private IdentityManager _identities = null!;
     private PolicyRepository _policies = null!;
     private readonly Dictionary<string, Labels> _namespaces = new();
+    private CidrIdentities _cidrs = null!;
     private readonly Dictionary<string, EndpointRuntime> _endpoints = new(); // by "ns/pod"
     private FlowMonitor _monitor = null!;
     private Timer? _ctGc;
@@ -55,6 +56,8 @@ public sealed class NodeAgent : IDisposable
         _ipam = new PodIpam(_opt.PodCidr, _store);
         _identities = new IdentityManager(_store);
         _policies = new PolicyRepository(_store);
+        _cidrs = new CidrIdentities(_store, _dp);
+        _cidrs.Sync(PolicyCompiler.ReferencedCidrs(Sources()));
         foreach (var (key, json) in _store.List("namespaces"))
             _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
 
@@ -276,9 +279,10 @@ public sealed class NodeAgent : IDisposable
     public ApplyPolicyResponse ApplyPolicy(ApplyPolicyRequest r)
     {
         IReadOnlyList<Resource> resources;
+        IReadOnlyList<ManifestWarning> warnings;
         try
         {
-            resources = ManifestParser.Parse(r.Yaml, r.FileName);
+            resources = ManifestParser.Parse(r.Yaml, r.FileName, out warnings);
         }
         catch (ManifestException e)
         {
@@ -287,7 +291,7 @@ public sealed class NodeAgent : IDisposable
         var policies = resources.OfType<PolicyResource>().ToList();
         var other = resources.FirstOrDefault(x => x is not PolicyResource);
         if (other is not null)
-            throw AgentException.BadRequest($"{other.Location.File}:{other.Location.Line}:{other.Location.Column}: kind: a {other.Kind} is not a policy; 'trellis policy apply' takes CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy");
+            throw AgentException.BadRequest($"{other.Location.File}:{other.Location.Line}:{other.Location.Column}: kind: a {other.Kind} is not a policy; 'trellis policy apply' takes CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and NetworkPolicy");
         if (policies.Count == 0)
             throw AgentException.BadRequest($"{r.FileName}: no policy in the file");
         var dup = policies.GroupBy(p => (p.Kind, p.Namespace, p.Name)).FirstOrDefault(g => g.Count() > 1);
@@ -298,9 +302,14 @@ public sealed class NodeAgent : IDisposable
             foreach (var p in policies.Where(p => p.Namespace is not null && p.Namespace != "default" && !_namespaces.ContainsKey(p.Namespace)))
                 throw AgentException.NotFound($"{p.Location.File}:{p.Location.Line}:{p.Location.Column}: metadata.namespace: namespace '{p.Namespace}' does not exist");
             var applied = _policies.Apply(policies, r.FileName, r.Yaml, DateTimeOffset.UtcNow);
+            // New CIDR identities go into the ipcache before any policy refers to them; unused ones leave after.
+            var cidrs = PolicyCompiler.ReferencedCidrs(Sources());
+            _cidrs.Add(cidrs);
             RegenerateAll();
+            _cidrs.Sync(cidrs);
             RefreshSnapshot();
-            return new ApplyPolicyResponse(applied.Select(a => $"{a.Stored.Kind}/{(a.Stored.Namespace is null ? "" : a.Stored.Namespace + "/")}{a.Stored.Name}").ToList());
+            return new ApplyPolicyResponse(applied.Select(a => $"{a.Stored.Kind}/{(a.Stored.Namespace is null ? "" : a.Stored.Namespace + "/")}{a.Stored.Name}").ToList(),
+                warnings.Select(w => w.ToString()).ToList());
         }
     }
 
@@ -315,6 +324,7 @@ public sealed class NodeAgent : IDisposable
                     ? $"no CiliumClusterwideNetworkPolicy named '{name}'"
                     : $"no policy named '{name}' in namespace '{ns}'");
             RegenerateAll();
+            _cidrs.Sync(PolicyCompiler.ReferencedCidrs(Sources()));
         }
         RefreshSnapshot();
     }
@@ -352,11 +362,13 @@ public sealed class NodeAgent : IDisposable
                     0 => ["(any)"],
                     Identities.Host => ["reserved:host"],
                     Identities.World => ["reserved:world"],
+                    var id when _cidrs.CidrOf(id) is { } cidr => [$"cidr:{cidr}", "reserved:world"],
                     var id => _identities.LabelsOf(id)?.Select(l => $"{l.Key}={l.Value}").ToList() ?? [$"identity {id}"],
                 };
                 policyNames.TryGetValue(v.PolicyId, out var pol);
                 rows.Add(new PolicyEntryDto(k.Direction.ToString().ToUpperInvariant(), k.Identity, peer,
-                    k.Proto == L4Proto.Any ? "ANY" : k.Proto.ToString().ToUpperInvariant(), k.Port == 0 ? "any" : k.Port.ToString(),
+                    k.Proto == L4Proto.Any ? "ANY" : k.Proto.ToString().ToUpperInvariant(),
+                    k.Port == 0 && k.EndPort >= (k.Proto == L4Proto.Icmp ? 255 : 65535) ? "any" : k.Port == k.EndPort ? k.Port.ToString() : $"{k.Port}-{k.EndPort}",
                     v.Deny ? "DENY" : "ALLOW", pol?.Stored.Name, pol?.Stored.Namespace));
             }
             return new EndpointDetailDto(ToDto(ep), rows);
@@ -367,16 +379,30 @@ public sealed class NodeAgent : IDisposable
 
     private void RegenerateAll(string? except = null)
     {
+        var inputs = Inputs();
+        var sources = Sources();
         foreach (var ep in _endpoints.Values.ToList())
             if (ep.State.Key != except)
-                Regenerate(ep, attach: false);
+                Regenerate(ep, attach: false, inputs, sources);
     }
 
-    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach)
+    private PolicyInputs Inputs()
+    {
+        var portsByIdentity = _endpoints.Values.GroupBy(e => e.State.Identity)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<NamedPort>)g.SelectMany(e => NamedPorts(e.State)).Distinct().ToList());
+        return new PolicyInputs(_identities.All, _cidrs.Identities,
+            id => portsByIdentity.TryGetValue(id, out var p) ? p : []);
+    }
+
+    private static IEnumerable<NamedPort> NamedPorts(EndpointState s) =>
+        s.Ports.Where(p => !string.IsNullOrEmpty(p.Name))
+            .Select(p => new NamedPort(p.Name!, (ushort)p.Port, Enum.TryParse<L4Proto>(p.Protocol, ignoreCase: true, out var proto) ? proto : L4Proto.Tcp));
+
+    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach, PolicyInputs? inputs = null, IReadOnlyList<CompiledPolicySource>? sources = null)
     {
         var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
-        var sources = _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
-        var compiled = PolicyCompiler.Compile(subject, _identities.All, sources);
+        sources ??= Sources();
+        var compiled = PolicyCompiler.Compile(subject, NamedPorts(ep.State).ToList(), inputs ?? Inputs(), sources);
         bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
             && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value);
         if (!unchanged || attach)
@@ -384,7 +410,7 @@ public sealed class NodeAgent : IDisposable
             // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
             _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
                 e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
-                e.Key.Port, e.Key.Port == 0 ? ushort.MaxValue : e.Key.Port, e.Value.PolicyId, e.Value.Deny)));
+                e.Key.Port, e.Key.EndPort, e.Value.PolicyId, e.Value.Deny)));
         }
         var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
         if (attach)
@@ -395,9 +421,16 @@ public sealed class NodeAgent : IDisposable
         return compiled;
     }
 
+    private List<CompiledPolicySource> Sources() => _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
+
     private static uint FlagsOf(EndpointRuntime e) =>
         (e.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (e.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0)
-        | (e.State.PolicyAuditMode ? EndpointInfo.FlagAudit : 0);
+        | (e.State.PolicyAuditMode ? EndpointInfo.FlagAudit : 0)
+        | (HasDeny(e, Direction.Ingress) ? EndpointInfo.FlagDenyIngress : 0)
+        | (HasDeny(e, Direction.Egress) ? EndpointInfo.FlagDenyEgress : 0);
+
+    private static bool HasDeny(EndpointRuntime e, Direction d) =>
+        e.Installed?.Entries.Any(kv => kv.Value.Deny && kv.Key.Direction == d) ?? false;
 
     // --- audit mode ---
 
@@ -441,6 +474,8 @@ public sealed class NodeAgent : IDisposable
             var labels = _identities.All.ToDictionary(i => i.Id, i => (IReadOnlyList<string>)i.Labels.Select(l => $"k8s:{l.Key}={l.Value}").ToList());
             labels[Identities.Host] = ["reserved:host"];
             labels[Identities.World] = ["reserved:world"];
+            foreach (var c in _cidrs.Identities)
+                labels[c.Id] = [$"cidr:{c.Cidr}", "reserved:world"];
             var pols = _policies.All.ToFrozenDictionary(p => p.Stored.Id, p => new PolicyRef(p.Stored.Name, p.Stored.Namespace));
             _monitor.Snapshot = new EnrichmentSnapshot(byIp, labels.ToFrozenDictionary(), pols);
         }

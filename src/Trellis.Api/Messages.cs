@@ -72,7 +72,7 @@ public sealed record EndpointConfigDto(bool PolicyAuditMode);
 public sealed record IdentityDto(uint Id, IReadOnlyDictionary<string, string> Labels, int Endpoints);
 
 public sealed record ApplyPolicyRequest(string FileName, string Yaml);
-public sealed record ApplyPolicyResponse(IReadOnlyList<string> Applied);
+public sealed record ApplyPolicyResponse(IReadOnlyList<string> Applied, IReadOnlyList<string>? Warnings = null);
 public sealed record PolicyDto(uint Id, string Kind, string Name, string? Namespace, int Rules, string Source, DateTimeOffset AppliedAt);
 
 public sealed record FlowEndpointDto(

@@ -85,6 +85,8 @@ public struct EndpointInfo
     public const uint FlagEnforceIngress = 1;
     public const uint FlagEnforceEgress = 2;
     public const uint FlagAudit = 4;
+    public const uint FlagDenyIngress = 8;
+    public const uint FlagDenyEgress = 16;
     [FieldOffset(0)] public uint EndpointId;
     [FieldOffset(4)] public uint Identity;
     [FieldOffset(8)] public uint Ipv4; // network byte order

@@ -478,6 +478,16 @@ public sealed class LxcProgramTests : IDisposable
     }
 
     [Fact]
+    public void Deny_entries_drop_even_where_the_direction_is_not_enforced()
+    {
+        AddEndpoint(EndpointInfo.FlagDenyIngress);
+        _dp.ReplacePolicy(EpId, [Statement(PeerIdentity, 22, Packets.Tcp, TrafficDirection.Ingress, 4, deny: true)]);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 22)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.PolicyDenyRule);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40001, EpIp, 80)));
+    }
+
+    [Fact]
     public void Audit_mode_passes_would_be_drops_and_reports_them_as_AUDIT()
     {
         AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagAudit);

@@ -53,8 +53,9 @@ internal static class ObserveCommand
             var v => $"[yellow]{v}[/]",
         };
         var detail = f.TcpFlags.Count > 0 ? $" (TCP Flags: {string.Join(", ", f.TcpFlags)})" : $" ({f.Protocol})";
-        var why = f.DropReason is not null ? $" [red]{Markup.Escape(f.DropReason)}[/]"
-            : f.PolicyName is not null ? $" by policy {Markup.Escape((f.PolicyNamespace is null ? "" : f.PolicyNamespace + "/") + f.PolicyName)}" : "";
+        var policy = f.PolicyName is null ? null : Markup.Escape((f.PolicyNamespace is null ? "" : f.PolicyNamespace + "/") + f.PolicyName);
+        var why = f.DropReason is not null ? $" [red]{Markup.Escape(f.DropReason)}[/]{(policy is null ? "" : $" ({policy})")}"
+            : policy is not null ? $" by policy {policy}" : "";
         return $"{f.Time.ToLocalTime():MMM dd HH:mm:ss.fff} [[{Markup.Escape(f.Node)}]] {Markup.Escape(Who(f.Source))} -> {Markup.Escape(Who(f.Destination))} " +
                $"{f.Direction.ToLowerInvariant()} {verdict}{Markup.Escape(detail)}{why}";
     }

@@ -36,6 +36,7 @@ internal static class PolicyCommands
             Trellis.Policy.ManifestParser.Parse(text, f.ToString());
             using var c = Global.Client(r);
             var res = await c.ApplyPolicyAsync(f.ToString(), text, ct);
+            foreach (var w in res.Warnings ?? []) Console.Error.WriteLine($"Warning: {w}");
             foreach (var a in res.Applied) Console.WriteLine($"{a} applied");
             return 0;
         }));

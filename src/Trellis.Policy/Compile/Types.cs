@@ -17,27 +17,94 @@ public enum L4Proto : byte
     Sctp = 132,
 }
 
-/// <summary>Identity 0 = any peer, Port 0 = any port, Proto Any = any protocol.</summary>
-public readonly record struct PolicyKey(uint Identity, ushort Port, L4Proto Proto, Direction Direction) : IComparable<PolicyKey>
+/// <summary>
+/// One policy-map key. <see cref="Port"/>..<see cref="EndPort"/> is inclusive; any port is (0, 65535). For
+/// <see cref="L4Proto.Icmp"/> the range is the ICMP type range (any type = 0..255). <see cref="L4Proto.Any"/>
+/// (an L3-only rule: every protocol, ICMP included) always has (0, 65535). Identity 0 = any peer, world included.
+/// Ordered by direction, identity, protocol, port, end port.
+/// </summary>
+public readonly record struct PolicyKey(uint Identity, Direction Direction, L4Proto Proto, ushort Port, ushort EndPort)
+    : IComparable<PolicyKey>
 {
+    public const ushort MaxPort = 65535;
+    public const ushort MaxIcmpType = 255;
+
+    public bool Covers(uint identity, L4Proto proto, ushort port) =>
+        (Identity == ReservedIdentity.Unknown || Identity == identity) &&
+        (Proto == L4Proto.Any || Proto == proto) &&
+        port >= Port && port <= EndPort;
+
     public int CompareTo(PolicyKey other)
     {
         var c = Direction.CompareTo(other.Direction);
         if (c == 0) c = Identity.CompareTo(other.Identity);
-        if (c == 0) c = Port.CompareTo(other.Port);
         if (c == 0) c = Proto.CompareTo(other.Proto);
+        if (c == 0) c = Port.CompareTo(other.Port);
+        if (c == 0) c = EndPort.CompareTo(other.EndPort);
         return c;
+    }
+
+    public override string ToString()
+    {
+        var peer = Identity == ReservedIdentity.Unknown ? "any" : Identity.ToString();
+        var ports = Proto == L4Proto.Any ? "" :
+            Port == EndPort ? $"/{Port}" :
+            (Port, EndPort) is (0, MaxPort) || (Proto == L4Proto.Icmp && (Port, EndPort) is (0, MaxIcmpType)) ? "" : $"/{Port}-{EndPort}";
+        return $"{Direction.ToString().ToLowerInvariant()} {peer} {Proto.ToString().ToUpperInvariant()}{ports}";
     }
 }
 
+/// <summary>The verdict of one key and the policy it comes from (the lowest id when several policies give it).</summary>
 public readonly record struct PolicyEntry(uint PolicyId, bool Deny);
 
 /// <summary>
-/// The policy of one endpoint. A direction that is not enforced allows everything, whatever <see cref="Entries"/> holds.
-/// Entries are ordered by direction, identity, port, protocol.
+/// The policy of one endpoint. Allow and deny entries are both listed; a key is never both (deny is kept). The
+/// datapath resolves overlapping keys: any matching deny drops; otherwise a direction that is not enforced allows
+/// everything, and an enforced one allows only what a matching allow entry covers. See <see cref="PolicyEvaluator"/>.
 /// </summary>
-public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, IReadOnlyDictionary<PolicyKey, PolicyEntry> Entries);
+public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, IReadOnlyDictionary<PolicyKey, PolicyEntry> Entries)
+{
+    public bool Enforced(Direction direction) => direction == Direction.Ingress ? IngressEnforced : EgressEnforced;
+}
 
+/// <summary>An endpoint (pod) identity with its identity labels.</summary>
 public sealed record IdentityInfo(uint Id, Labels Labels);
 
+/// <summary>A CIDR identity the agent put in the ipcache; <see cref="Cidr"/> is an IPv4 prefix in canonical form "a.b.c.d/n".</summary>
+public sealed record CidrIdentity(uint Id, string Cidr);
+
+/// <summary>A container port with a name, as a pod declares it.</summary>
+public sealed record NamedPort(string Name, ushort Port, L4Proto Protocol);
+
+/// <summary>Everything besides the policies that compiling one endpoint needs.</summary>
+/// <param name="Identities">All pod identities on the node/cluster.</param>
+/// <param name="CidrIdentities">One per prefix the agent put in the ipcache (see <see cref="PolicyCompiler.ReferencedCidrs"/>).</param>
+/// <param name="NamedPortsOf">The named container ports of the pods having an identity (for egress named ports).</param>
+public sealed record PolicyInputs(
+    IReadOnlyCollection<IdentityInfo> Identities,
+    IReadOnlyCollection<CidrIdentity> CidrIdentities,
+    Func<uint, IReadOnlyList<NamedPort>> NamedPortsOf)
+{
+    public static PolicyInputs FromIdentities(IReadOnlyCollection<IdentityInfo> identities) =>
+        new(identities, Array.Empty<CidrIdentity>(), _ => Array.Empty<NamedPort>());
+}
+
+/// <summary>A parsed policy with the id the agent gave it (the id ends up in <see cref="PolicyEntry.PolicyId"/>).</summary>
 public sealed record CompiledPolicySource(uint PolicyId, PolicyResource Policy);
+
+/// <summary>A rule that selects an endpoint: which policy, which rule, and which directions it affects.</summary>
+/// <param name="RuleIndex">Index in <see cref="PolicyResource.Rules"/> (a Kubernetes NetworkPolicy has one rule).</param>
+/// <param name="Ingress">The rule has ingress allow or deny rules, or puts ingress into default deny.</param>
+/// <param name="IngressDefaultDeny">The rule puts the endpoint's ingress into default deny.</param>
+public sealed record SelectingRule(
+    uint PolicyId,
+    PolicyKind Kind,
+    string Name,
+    string? Namespace,
+    int RuleIndex,
+    string? Description,
+    bool Ingress,
+    bool Egress,
+    bool IngressDefaultDeny,
+    bool EgressDefaultDeny,
+    SourceLocation Location);

@@ -7,7 +7,7 @@ namespace Trellis.Policy;
 /// Parses multi-document Kubernetes-shaped YAML into resources. All or nothing: the first problem in any document
 /// throws a <see cref="ManifestException"/>, so a caller never applies half a file.
 /// </summary>
-public static class ManifestParser
+public static partial class ManifestParser
 {
     public const string DefaultNamespace = "default";
 
@@ -19,26 +19,18 @@ public static class ManifestParser
     private static readonly string[] ContainerPortFields = ["name", "containerPort", "protocol"];
     private static readonly string[] PolicyFields = ["apiVersion", "kind", "metadata", "spec", "specs"];
 
-    private static readonly string[] RuleFields = ["endpointSelector", "description", "ingress", "egress"];
-    private static readonly string[] RuleUnsupported = ["ingressDeny", "egressDeny", "nodeSelector", "labels", "enableDefaultDeny", "log"];
-    private static readonly string[] IngressFields = ["fromEndpoints", "toPorts"];
-    private static readonly string[] IngressUnsupported =
-        ["fromCIDR", "fromCIDRSet", "fromEntities", "fromRequires", "fromNodes", "fromGroups", "icmps", "authentication"];
-    private static readonly string[] EgressFields = ["toEndpoints", "toPorts"];
-    private static readonly string[] EgressUnsupported =
-        ["toCIDR", "toCIDRSet", "toEntities", "toServices", "toFQDNs", "toRequires", "toNodes", "toGroups", "icmps", "authentication"];
-    private static readonly string[] PortRuleFields = ["ports"];
-    private static readonly string[] PortRuleUnsupported = ["rules", "originatingTLS", "terminatingTLS", "serverNames", "listener"];
-    private static readonly string[] PortProtocolFields = ["port", "protocol"];
-    private static readonly string[] PortProtocolUnsupported = ["endPort"];
-    private static readonly string[] SelectorFields = ["matchLabels", "matchExpressions"];
-    private static readonly string[] RequirementFields = ["key", "operator", "values"];
+    public static IReadOnlyList<Resource> Parse(string text, string fileName) => Parse(text, fileName, out _);
 
-    public static IReadOnlyList<Resource> Parse(string text, string fileName)
+    /// <summary>
+    /// Like <see cref="Parse(string, string)"/>, and also returns what is accepted but looks wrong (rules that can
+    /// never match, allows made useless by a deny of the same policy...), in file order.
+    /// </summary>
+    public static IReadOnlyList<Resource> Parse(string text, string fileName, out IReadOnlyList<ManifestWarning> warnings)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(fileName);
         var ctx = new ParseContext(fileName);
+        warnings = ctx.Warnings;
 
         var stream = new YamlStream();
         try
@@ -112,8 +104,9 @@ public static class ManifestParser
             ("v1", ResourceKinds.Pod) => ParsePod(ctx, new MapReader(ctx, map, "", PodFields)),
             ("cilium.io/v2", ResourceKinds.CiliumNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: false),
             ("cilium.io/v2", ResourceKinds.CiliumClusterwideNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: true),
+            ("networking.k8s.io/v1", ResourceKinds.NetworkPolicy) => ParseNetworkPolicy(ctx, new MapReader(ctx, map, "", NetworkPolicyFields)),
             _ => throw ctx.Error(FindValue(map, "kind")!, "kind",
-                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy"),
+                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy, networking.k8s.io/v1 NetworkPolicy"),
         };
     }
 
@@ -238,162 +231,5 @@ public static class ManifestParser
             result.Add(new ContainerPort(p.String("name"), (ushort)port, protocol));
         }
         return result.ToArray();
-    }
-
-    private static PolicyResource ParsePolicy(ParseContext ctx, MapReader doc, bool clusterwide)
-    {
-        var kind = clusterwide ? ResourceKinds.CiliumClusterwideNetworkPolicy : ResourceKinds.CiliumNetworkPolicy;
-        var meta = ParseMetadata(ctx, doc, kind, namespaced: !clusterwide);
-
-        var spec = doc.Get("spec");
-        var specs = doc.List("specs");
-        if (spec is not null && specs is not null)
-            throw ctx.Error(doc.KeyNode("specs")!, "specs", "use either spec (one rule) or specs (a list of rules), not both");
-
-        var rules = new List<PolicyRule>();
-        if (spec is not null)
-        {
-            rules.Add(ParseRule(ctx, spec, "spec"));
-        }
-        else if (specs is not null)
-        {
-            foreach (var (node, path) in specs)
-                rules.Add(ParseRule(ctx, node, path));
-        }
-        if (rules.Count == 0)
-            throw ctx.Error(doc.Get("specs") ?? doc.Node, specs is null ? "spec" : "specs", "the policy has no rule: give spec (one rule) or specs (a non-empty list)");
-
-        return new PolicyResource(meta.Name, meta.Namespace, rules, ctx.Location(doc.Node));
-    }
-
-    private static PolicyRule ParseRule(ParseContext ctx, YamlNode node, string path)
-    {
-        var r = new MapReader(ctx, node, path, RuleFields, RuleUnsupported);
-        var selectorNode = r.Get("endpointSelector")
-            ?? throw ctx.Error(r.Node, r.Field("endpointSelector"), "endpointSelector is required (use {} to select every endpoint the policy can see)");
-        var selector = ParseSelector(ctx, selectorNode, r.Field("endpointSelector"));
-
-        var ingress = (r.List("ingress") ?? []).Select(item =>
-        {
-            var i = new MapReader(ctx, item.Node, item.Path, IngressFields, IngressUnsupported);
-            return new IngressRule(ParseSelectors(ctx, i, "fromEndpoints"), ParseToPorts(ctx, i), ctx.Location(item.Node));
-        }).ToArray();
-
-        var egress = (r.List("egress") ?? []).Select(item =>
-        {
-            var e = new MapReader(ctx, item.Node, item.Path, EgressFields, EgressUnsupported);
-            return new EgressRule(ParseSelectors(ctx, e, "toEndpoints"), ParseToPorts(ctx, e), ctx.Location(item.Node));
-        }).ToArray();
-
-        return new PolicyRule(selector, r.String("description"), ingress, egress, ctx.Location(node));
-    }
-
-    private static EndpointSelector[]? ParseSelectors(ParseContext ctx, MapReader reader, string field) =>
-        reader.List(field)?.Select(item => ParseSelector(ctx, item.Node, item.Path)).ToArray();
-
-    private static EndpointSelector ParseSelector(ParseContext ctx, YamlNode node, string path)
-    {
-        var s = new MapReader(ctx, node, path, SelectorFields);
-
-        var matchLabels = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (keyNode, value, valueNode) in s.StringMap("matchLabels") ?? [])
-        {
-            var field = ParseContext.Join(s.Field("matchLabels"), keyNode.Value!);
-            var key = SelectorKey(ctx, keyNode, keyNode.Value!, field);
-            if (LabelValidation.LabelValueError(value) is { } valueError)
-                throw ctx.Error(valueNode, field, valueError);
-            if (!matchLabels.TryAdd(key, value))
-                throw ctx.Error(keyNode, field, $"label \"{key}\" is matched twice (with and without a source prefix)");
-        }
-
-        var requirements = new List<LabelSelectorRequirement>();
-        foreach (var (itemNode, itemPath) in s.List("matchExpressions") ?? [])
-        {
-            var e = new MapReader(ctx, itemNode, itemPath, RequirementFields);
-            var rawKey = e.RequiredString("key");
-            var key = SelectorKey(ctx, e.Get("key")!, rawKey, e.Field("key"));
-            var opText = e.RequiredString("operator");
-            SelectorOperator? parsed = opText switch
-            {
-                "In" => SelectorOperator.In,
-                "NotIn" => SelectorOperator.NotIn,
-                "Exists" => SelectorOperator.Exists,
-                "DoesNotExist" => SelectorOperator.DoesNotExist,
-                _ => null,
-            };
-            if (parsed is not { } op)
-                throw ctx.Error(e.Get("operator")!, e.Field("operator"), $"invalid operator \"{opText}\": use In, NotIn, Exists or DoesNotExist");
-            var values = e.StringList("values") ?? [];
-            var needsValues = op is SelectorOperator.In or SelectorOperator.NotIn;
-            if (needsValues && values.Count == 0)
-                throw ctx.Error(e.Get("values") ?? e.Node, e.Field("values"), $"operator {op} needs a non-empty values list");
-            if (!needsValues && values.Count > 0)
-                throw ctx.Error(e.Get("values")!, e.Field("values"), $"operator {op} takes no values; remove values");
-            requirements.Add(new LabelSelectorRequirement(key, op, values));
-        }
-
-        return new EndpointSelector(new Labels(matchLabels), requirements);
-    }
-
-    private static string SelectorKey(ParseContext ctx, YamlNode node, string rawKey, string field)
-    {
-        var key = LabelSource.NormalizeSelectorKey(rawKey, out var error);
-        if (error is not null)
-            throw ctx.Error(node, field, error);
-        if (LabelValidation.LabelKeyError(key) is { } keyError)
-            throw ctx.Error(node, field, keyError);
-        return key;
-    }
-
-    private static PortRule[] ParseToPorts(ParseContext ctx, MapReader reader) =>
-        (reader.List("toPorts") ?? []).Select(item =>
-        {
-            var pr = new MapReader(ctx, item.Node, item.Path, PortRuleFields, PortRuleUnsupported);
-            var ports = pr.List("ports");
-            if (ports is null || ports.Count == 0)
-                throw ctx.Error(pr.Get("ports") ?? pr.Node, pr.Field("ports"), "ports must list at least one port");
-            return new PortRule(ports.Select(p => ParsePortProtocol(ctx, p.Node, p.Path)).ToArray(), ctx.Location(item.Node));
-        }).ToArray();
-
-    private static PortProtocol ParsePortProtocol(ParseContext ctx, YamlNode node, string path)
-    {
-        var pp = new MapReader(ctx, node, path, PortProtocolFields, PortProtocolUnsupported);
-
-        ushort port = 0;
-        if (pp.String("port") is { } portText)
-        {
-            var portNode = pp.Get("port")!;
-            if (portText.Length > 0 && portText.All(char.IsAsciiDigit))
-            {
-                if (!int.TryParse(portText, out var value) || value > 65535)
-                    throw ctx.Error(portNode, pp.Field("port"), $"port {portText} is out of range: use 1-65535, or 0 for any port");
-                port = (ushort)value;
-            }
-            else if (portText.Any(char.IsAsciiLetter) && portText.All(c => char.IsAsciiLetterOrDigit(c) || c == '-'))
-            {
-                throw ctx.Error(portNode, pp.Field("port"), $"named ports are not supported yet; use the port number instead of \"{portText}\"");
-            }
-            else
-            {
-                throw ctx.Error(portNode, pp.Field("port"), $"invalid port \"{portText}\": use 1-65535, or 0 for any port");
-            }
-        }
-
-        var protocol = L4Proto.Any;
-        if (pp.String("protocol") is { } protoText)
-        {
-            protocol = protoText switch
-            {
-                "TCP" => L4Proto.Tcp,
-                "UDP" => L4Proto.Udp,
-                "SCTP" => L4Proto.Sctp,
-                "ANY" => L4Proto.Any,
-                "ICMP" or "ICMPv6" or "VRRP" or "IGMP" =>
-                    throw ctx.Error(pp.Get("protocol")!, pp.Field("protocol"), $"protocol {protoText} is not supported yet"),
-                _ => throw ctx.Error(pp.Get("protocol")!, pp.Field("protocol"),
-                    $"invalid protocol \"{protoText}\": use TCP, UDP, SCTP or ANY (case-sensitive, as in Cilium)"),
-            };
-        }
-        return new PortProtocol(port, protocol);
     }
 }

@@ -8,6 +8,11 @@ internal sealed class ParseContext(string file)
 {
     public string File { get; } = file;
 
+    public List<ManifestWarning> Warnings { get; } = new();
+
+    public void Warn(YamlNode node, string field, string problem) =>
+        Warnings.Add(new ManifestWarning(File, (int)node.Start.Line, (int)node.Start.Column, field, problem));
+
     public ManifestException Error(YamlNode node, string field, string problem) =>
         new(File, (int)node.Start.Line, (int)node.Start.Column, field, problem);
 
@@ -83,6 +88,17 @@ internal sealed class MapReader
         if (node is not YamlScalarNode { Value: { } value })
             throw _ctx.Error(node, Field(name), $"expected a string, found {ParseContext.Describe(node)}");
         return value;
+    }
+
+    /// <summary>A YAML boolean (true/false in any of the usual spellings), or null when absent.</summary>
+    public bool? Bool(string name)
+    {
+        var node = Get(name);
+        if (node is null)
+            return null;
+        return node is YamlScalarNode { Value: { } v } && bool.TryParse(v, out var b)
+            ? b
+            : throw _ctx.Error(node, Field(name), $"expected true or false, found {ParseContext.Describe(node)}");
     }
 
     public string RequiredString(string name, string? hint = null) =>

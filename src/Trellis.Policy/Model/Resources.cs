@@ -19,11 +19,48 @@ public sealed record Container(string Name, IReadOnlyList<string> Command, IRead
 
 public sealed record ContainerPort(string? Name, ushort Port, L4Proto Protocol);
 
-/// <summary>A CiliumNetworkPolicy (namespaced) or, when <see cref="Resource.Namespace"/> is null, a CiliumClusterwideNetworkPolicy.</summary>
-public sealed record PolicyResource(string Name, string? Namespace, IReadOnlyList<PolicyRule> Rules, SourceLocation Location)
-    : Resource(Namespace is null ? ResourceKinds.CiliumClusterwideNetworkPolicy : ResourceKinds.CiliumNetworkPolicy, Name, Namespace, Location)
+/// <summary>Which policy language a <see cref="PolicyResource"/> was written in.</summary>
+public enum PolicyKind
 {
-    public bool IsClusterwide => Namespace is null;
+    CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy,
+    /// <summary>networking.k8s.io/v1 NetworkPolicy.</summary>
+    NetworkPolicy,
+}
+
+/// <summary>
+/// A policy: a CiliumNetworkPolicy, a CiliumClusterwideNetworkPolicy (<see cref="Resource.Namespace"/> null) or a
+/// Kubernetes NetworkPolicy (translated at parse time into one <see cref="PolicyRule"/> whose peer selectors already
+/// carry their namespace scope). Without <paramref name="policyKind"/> the kind follows from the namespace.
+/// </summary>
+public sealed record PolicyResource : Resource
+{
+    public PolicyResource(string name, string? @namespace, IReadOnlyList<PolicyRule> rules, SourceLocation location, PolicyKind? policyKind = null)
+        : base(KindName(policyKind ?? DefaultKind(@namespace)), name, @namespace, location)
+    {
+        PolicyKind = policyKind ?? DefaultKind(@namespace);
+        if (PolicyKind == PolicyKind.CiliumClusterwideNetworkPolicy ? @namespace is not null : @namespace is null)
+            throw new ArgumentException($"{PolicyKind} {name}: only a CiliumClusterwideNetworkPolicy has no namespace", nameof(@namespace));
+        Rules = rules;
+    }
+
+    public PolicyKind PolicyKind { get; }
+
+    public IReadOnlyList<PolicyRule> Rules { get; }
+
+    public bool IsClusterwide => PolicyKind == PolicyKind.CiliumClusterwideNetworkPolicy;
+
+    public bool IsKubernetes => PolicyKind == PolicyKind.NetworkPolicy;
+
+    public static string KindName(PolicyKind kind) => kind switch
+    {
+        PolicyKind.CiliumNetworkPolicy => ResourceKinds.CiliumNetworkPolicy,
+        PolicyKind.CiliumClusterwideNetworkPolicy => ResourceKinds.CiliumClusterwideNetworkPolicy,
+        _ => ResourceKinds.NetworkPolicy,
+    };
+
+    private static PolicyKind DefaultKind(string? @namespace) =>
+        @namespace is null ? PolicyKind.CiliumClusterwideNetworkPolicy : PolicyKind.CiliumNetworkPolicy;
 }
 
 public static class ResourceKinds
@@ -32,4 +69,5 @@ public static class ResourceKinds
     public const string Pod = "Pod";
     public const string CiliumNetworkPolicy = "CiliumNetworkPolicy";
     public const string CiliumClusterwideNetworkPolicy = "CiliumClusterwideNetworkPolicy";
+    public const string NetworkPolicy = "NetworkPolicy";
 }

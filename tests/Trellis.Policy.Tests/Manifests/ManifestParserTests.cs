@@ -203,18 +203,18 @@ public class ManifestParserTests
     }
 
     [Fact]
-    public void FromCIDR_is_refused_as_not_supported_yet()
+    public void FromRequires_is_refused_as_not_supported_yet()
     {
         var e = Fails(PolicyHead + """
               ingress:
-              - fromCIDR: [10.0.0.0/8]
+              - fromRequires: [{}]
             """);
-        AssertError(e, 8, 5, "spec.ingress[0].fromCIDR", "fromCIDR is not supported yet");
+        AssertError(e, 8, 5, "spec.ingress[0].fromRequires", "fromRequires is not supported yet");
     }
 
     [Theory]
     [InlineData("toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs")]
-    [InlineData("toEntities: [world]", "spec.egress[0].toEntities")]
+    [InlineData("toGroups: []", "spec.egress[0].toGroups")]
     [InlineData("toServices: []", "spec.egress[0].toServices")]
     public void Unsupported_egress_peers_are_refused(string field, string path)
     {
@@ -223,7 +223,7 @@ public class ManifestParserTests
     }
 
     [Fact]
-    public void L7_rules_and_endPort_are_refused()
+    public void L7_rules_are_refused_and_endPort_below_port_is_an_error()
     {
         var l7 = Fails(PolicyHead + """
               ingress:
@@ -236,9 +236,9 @@ public class ManifestParserTests
         var endPort = Fails(PolicyHead + """
               ingress:
               - toPorts:
-                - ports: [{port: "80", endPort: 90}]
+                - ports: [{port: "80", endPort: 70}]
             """);
-        AssertError(endPort, 9, 28, "spec.ingress[0].toPorts[0].ports[0].endPort", "endPort is not supported yet");
+        AssertError(endPort, 9, 37, "spec.ingress[0].toPorts[0].ports[0].endPort", "endPort 70 is below port 80");
     }
 
     [Fact]
@@ -259,7 +259,8 @@ public class ManifestParserTests
     [Theory]
     [InlineData("\"70000\"", "out of range")]
     [InlineData("\"-1\"", "invalid port")]
-    [InlineData("http", "named ports are not supported yet")]
+    [InlineData("http_x", "invalid port")]
+    [InlineData("a-very-long-port-name", "invalid port")]
     public void Bad_port_is_an_error_at_the_port_value(string port, string problem)
     {
         var e = Fails(PolicyHead + $"""
@@ -366,11 +367,11 @@ public class ManifestParserTests
             kind: Namespace
             metadata: {name: ok}
             ---
-            apiVersion: networking.k8s.io/v1
+            apiVersion: networking.k8s.io/v1beta1
             kind: NetworkPolicy
             metadata: {name: np}
             """);
-        AssertError(e, 6, 7, "kind", "kind NetworkPolicy (apiVersion networking.k8s.io/v1) is not supported yet");
+        AssertError(e, 6, 7, "kind", "kind NetworkPolicy (apiVersion networking.k8s.io/v1beta1) is not supported yet");
     }
 
     [Fact]
