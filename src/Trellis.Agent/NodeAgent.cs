@@ -375,6 +375,73 @@ public sealed class NodeAgent : IDisposable
         }
     }
 
+    /// <summary>Answers "would this connection be allowed, and by which rule" from the policy installed
+    /// in the kernel, with the same deny-wins, wildcard and range rules the datapath applies.</summary>
+    public TraceResponse Trace(TraceRequest r)
+    {
+        if (r.Port is < 0 or > 65535)
+            throw AgentException.BadRequest($"port: {r.Port} is not 0-65535");
+        if (!Enum.TryParse<L4Proto>(r.Protocol, ignoreCase: true, out var proto) || proto == L4Proto.Any)
+            throw AgentException.BadRequest($"protocol: '{r.Protocol}' is not TCP, UDP, SCTP or ICMP");
+        lock (_gate)
+        {
+            var (src, srcId) = Party(r.FromNamespace, r.FromPod, r.FromIp, "from");
+            var (dst, dstId) = Party(r.ToNamespace, r.ToPod, r.ToIp, "to");
+            var names = _policies.All.ToDictionary(p => p.Stored.Id);
+            var steps = new List<TraceStep>
+            {
+                Step(src, Direction.Egress, dstId, proto, (ushort)r.Port, names, r.FromIp ?? ""),
+                Step(dst, Direction.Ingress, srcId, proto, (ushort)r.Port, names, r.ToIp ?? ""),
+            };
+            return new TraceResponse(steps.All(s => s.Allowed), srcId, dstId, steps);
+        }
+    }
+
+    private (EndpointRuntime? Endpoint, uint Identity) Party(string? ns, string? pod, string? ip, string side)
+    {
+        if (pod is not null)
+        {
+            var key = $"{ns ?? "default"}/{pod}";
+            if (!_endpoints.TryGetValue(key, out var ep))
+                throw AgentException.NotFound($"{side}: pod {key} is not an endpoint on node {_opt.Node}");
+            return (ep, ep.State.Identity);
+        }
+        if (ip is null || !IPAddress.TryParse(ip, out var addr) || addr.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            throw AgentException.BadRequest($"{side}: give a pod or an IPv4 address");
+        var local = _endpoints.Values.FirstOrDefault(e => e.State.Ip == addr.ToString());
+        if (local is not null) return (local, local.State.Identity);
+        if (addr.Equals(_ipam.RouterIp)) return (null, Identities.Host);
+        // Longest CIDR identity covering the address, as the kernel's LPM ipcache would answer.
+        var b = addr.GetAddressBytes();
+        uint hostOrder = (uint)(b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]);
+        var best = _cidrs.Identities.Select(c => (c, Prefix: Ipv4Prefix.Parse(c.Cidr)))
+            .Where(x => x.Prefix.Contains(hostOrder)).OrderByDescending(x => x.Prefix.Length).FirstOrDefault();
+        return (null, best.c?.Id ?? Identities.World);
+    }
+
+    private static TraceStep Step(EndpointRuntime? ep, Direction dir, uint peer, L4Proto proto, ushort port,
+        Dictionary<uint, ActivePolicy> names, string otherName)
+    {
+        var what = dir == Direction.Egress ? "egress of" : "ingress of";
+        if (ep?.Installed is not { } policy)
+            return new TraceStep(dir.ToString().ToUpperInvariant(), otherName, false, false, true, $"{what} {otherName}: not a local endpoint, not decided here", null, null, null);
+        var name = $"{ep.State.Namespace}/{ep.State.Pod}";
+        var v = PolicyEvaluator.Evaluate(policy, dir, peer, proto, port);
+        names.TryGetValue(v.Entry?.PolicyId ?? 0, out var pol);
+        bool enforced = dir == Direction.Ingress ? policy.IngressEnforced : policy.EgressEnforced;
+        bool audit = ep.State.PolicyAuditMode;
+        string verdict = (v.Allowed, v.Entry) switch
+        {
+            (true, { } e) => $"allowed by {(e.Deny ? "" : "rule ")}{v.Key}",
+            (true, null) => enforced ? "allowed" : "allowed (no policy selects this direction)",
+            (false, { Deny: true }) => $"denied by deny rule {v.Key}",
+            _ => "denied: no rule allows it (default deny)",
+        };
+        if (!v.Allowed && audit) verdict += " — endpoint in audit mode: would pass, reported as AUDIT";
+        return new TraceStep(dir.ToString().ToUpperInvariant(), name, true, enforced, v.Allowed, $"{what} {name}: {verdict}",
+            pol?.Stored.Name, pol?.Stored.Namespace, v.Key?.ToString());
+    }
+
     // --- regeneration ---
 
     private void RegenerateAll(string? except = null)

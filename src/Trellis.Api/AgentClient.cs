@@ -74,6 +74,7 @@ public sealed class AgentClient : IDisposable
         GetAsync<PolicyDetailDto>($"v1/policies/{Uri.EscapeDataString(ns ?? "-")}/{Uri.EscapeDataString(name)}", ct);
     public Task<EndpointDetailDto> GetEndpointAsync(string ns, string pod, CancellationToken ct = default) =>
         GetAsync<EndpointDetailDto>($"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}", ct);
+    public Task<TraceResponse> TraceAsync(TraceRequest r, CancellationToken ct = default) => SendAsync<TraceResponse>(HttpMethod.Post, "v1/policy/trace", r, ct);
     public Task<ConfigDto> ConfigAsync(CancellationToken ct = default) => GetAsync<ConfigDto>("v1/config", ct);
     public Task<ConfigDto> SetConfigAsync(ConfigDto c, CancellationToken ct = default) => SendAsync<ConfigDto>(HttpMethod.Put, "v1/config", c, ct);
     public Task<EndpointDto> SetEndpointConfigAsync(string ns, string pod, EndpointConfigDto c, CancellationToken ct = default) =>

@@ -105,3 +105,12 @@ public sealed record PolicyEntryDto(string Direction, uint PeerIdentity, IReadOn
     string Ports, string Verdict, string? PolicyName, string? PolicyNamespace);
 
 public sealed record EndpointDetailDto(EndpointDto Endpoint, IReadOnlyList<PolicyEntryDto> Policy);
+
+public sealed record TraceRequest(string? FromNamespace, string? FromPod, string? FromIp, string? ToNamespace, string? ToPod, string? ToIp,
+    int Port, string Protocol);
+
+/// <summary>One side's decision: the source's egress or the destination's ingress.</summary>
+public sealed record TraceStep(string Direction, string Endpoint, bool Applies, bool Enforced, bool Allowed, string Verdict, string? PolicyName,
+    string? PolicyNamespace, string? Rule);
+
+public sealed record TraceResponse(bool Allowed, uint SourceIdentity, uint DestinationIdentity, IReadOnlyList<TraceStep> Steps);

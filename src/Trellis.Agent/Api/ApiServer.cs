@@ -67,6 +67,7 @@ public static class ApiServer
         app.MapPut("/v1/endpoints/{ns}/{pod}/config", (string ns, string pod, EndpointConfigDto c) => agent.SetEndpointConfig(ns, pod, Require(c)));
         app.MapGet("/v1/endpoints/{ns}/{pod}", (string ns, string pod) => agent.GetEndpoint(ns, pod));
         app.MapGet("/v1/policies/{ns}/{name}", (string ns, string name) => agent.GetPolicy(ns == "-" ? null : ns, name));
+        app.MapPost("/v1/policy/trace", (TraceRequest r) => agent.Trace(Require(r)));
         app.MapGet("/v1/config", () => agent.Config());
         app.MapPut("/v1/config", (ConfigDto c) => agent.SetConfig(Require(c)));
         app.MapGet("/v1/identities", () => agent.IdentityList());

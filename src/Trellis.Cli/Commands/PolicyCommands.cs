@@ -13,6 +13,7 @@ internal static class PolicyCommands
         policy.Subcommands.Add(Delete());
         policy.Subcommands.Add(List());
         policy.Subcommands.Add(PolicyGetCommand.Create());
+        policy.Subcommands.Add(PolicyTraceCommand.Create());
         return policy;
     }
 
@@ -117,5 +118,48 @@ internal static class PolicyGetCommand
             return 0;
         }));
         return cmd;
+    }
+}
+
+internal static class PolicyTraceCommand
+{
+    public static Command Create()
+    {
+        var from = new Option<string?>("--from") { Description = "Source pod, as POD or NAMESPACE/POD, or an IPv4 address" };
+        var to = new Option<string?>("--to") { Description = "Destination pod, as POD or NAMESPACE/POD, or an IPv4 address" };
+        var port = new Option<int>("--port") { Description = "Destination port (ICMP: the ICMP type)", Required = true };
+        var proto = new Option<string>("--protocol") { Description = "TCP, UDP, SCTP or ICMP", DefaultValueFactory = _ => "TCP" };
+        var cmd = new Command("trace", """
+            Would a connection be allowed, and by which rule? Answers from the policy installed in the kernel,
+            without sending traffic (as `cilium policy trace` does).
+
+            Examples:
+              trellis policy trace --from shop/frontend --to data/db --port 5432
+              trellis policy trace --from shop/backend --to 8.8.8.8 --port 53 --protocol UDP
+            """);
+        cmd.Options.Add(from);
+        cmd.Options.Add(to);
+        cmd.Options.Add(port);
+        cmd.Options.Add(proto);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            var (fns, fpod, fip) = Split(r.GetValue(from) ?? throw new LabException("--from is required"));
+            var (tns, tpod, tip) = Split(r.GetValue(to) ?? throw new LabException("--to is required"));
+            using var c = Global.Client(r);
+            var t = await c.TraceAsync(new Trellis.Api.TraceRequest(fns, fpod, fip, tns, tpod, tip, r.GetValue(port), r.GetValue(proto)!), ct);
+            Console.WriteLine($"source identity {t.SourceIdentity} -> destination identity {t.DestinationIdentity}, {r.GetValue(proto)!.ToUpperInvariant()}/{r.GetValue(port)}");
+            foreach (var s in t.Steps)
+                Console.WriteLine($"  {s.Verdict}{(s.PolicyName is null ? "" : $" (policy {(s.PolicyNamespace is null ? "" : s.PolicyNamespace + "/")}{s.PolicyName})")}");
+            Console.WriteLine($"Final verdict: {(t.Allowed ? "ALLOWED" : "DENIED")}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static (string? Ns, string? Pod, string? Ip) Split(string v)
+    {
+        if (System.Net.IPAddress.TryParse(v, out _)) return (null, null, v);
+        var slash = v.IndexOf('/');
+        return slash < 0 ? ("default", v, null) : (v[..slash], v[(slash + 1)..], null);
     }
 }
