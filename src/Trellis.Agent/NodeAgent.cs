@@ -448,9 +448,10 @@ public sealed class NodeAgent : IDisposable
     {
         var inputs = Inputs();
         var sources = Sources();
+        var shared = new Dictionary<string, EndpointPolicy>();
         foreach (var ep in _endpoints.Values.ToList())
             if (ep.State.Key != except)
-                Regenerate(ep, attach: false, inputs, sources);
+                Regenerate(ep, attach: false, inputs, sources, shared);
     }
 
     private PolicyInputs Inputs()
@@ -465,11 +466,19 @@ public sealed class NodeAgent : IDisposable
         s.Ports.Where(p => !string.IsNullOrEmpty(p.Name))
             .Select(p => new NamedPort(p.Name!, (ushort)p.Port, Enum.TryParse<L4Proto>(p.Protocol, ignoreCase: true, out var proto) ? proto : L4Proto.Tcp));
 
-    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach, PolicyInputs? inputs = null, IReadOnlyList<CompiledPolicySource>? sources = null)
+    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach, PolicyInputs? inputs = null, IReadOnlyList<CompiledPolicySource>? sources = null,
+        Dictionary<string, EndpointPolicy>? shared = null)
     {
         var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
         sources ??= Sources();
-        var compiled = PolicyCompiler.Compile(subject, NamedPorts(ep.State).ToList(), inputs ?? Inputs(), sources);
+        var ports = NamedPorts(ep.State).ToList();
+        // Endpoints with the same identity and named ports compile to the same policy: compile once.
+        var cacheKey = $"{ep.State.Identity}|{string.Join(',', ports.Select(p => $"{p.Name}:{p.Port}/{p.Protocol}"))}";
+        if (shared is null || !shared.TryGetValue(cacheKey, out var compiled))
+        {
+            compiled = PolicyCompiler.Compile(subject, ports, inputs ?? Inputs(), sources);
+            if (shared is not null) shared[cacheKey] = compiled;
+        }
         bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
             && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value);
         if (!unchanged || attach)

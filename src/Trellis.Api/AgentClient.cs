@@ -94,10 +94,22 @@ public sealed class AgentClient : IDisposable
         await EnsureOk(resp, ct);
         await using var stream = await resp.Content.ReadAsStreamAsync(ct);
         using var reader = new StreamReader(stream);
-        while (await reader.ReadLineAsync(ct) is { } line)
+        while (await ReadLine(reader, ct) is { } line)
         {
             if (line.Length == 0) continue;
             yield return JsonSerializer.Deserialize<FlowDto>(line, Json)!;
+        }
+    }
+
+    private async Task<string?> ReadLine(StreamReader reader, CancellationToken ct)
+    {
+        try
+        {
+            return await reader.ReadLineAsync(ct);
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException)
+        {
+            throw new AgentUnavailableException($"the Trellis agent at {SocketPath} went away mid-stream ({e.Message}); is it running? ('trellis status')", e);
         }
     }
 
@@ -108,6 +120,7 @@ public sealed class AgentClient : IDisposable
         await EnsureOk(resp, ct);
         return (await resp.Content.ReadFromJsonAsync<T>(Json, ct))!;
     }
+
 
     private async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct)
     {
@@ -135,6 +148,11 @@ public sealed class AgentClient : IDisposable
             };
             if (!File.Exists(SocketPath)) why = "the socket does not exist";
             throw new AgentUnavailableException($"cannot reach the Trellis agent at {SocketPath}: {why}. Start one with 'trellis lab up -f FILE' (or 'trellis agent').", e);
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException)
+        {
+            // The agent died mid-request (connection reset, response cut short).
+            throw new AgentUnavailableException($"the Trellis agent at {SocketPath} closed the connection ({e.Message}); is it running? ('trellis status')", e);
         }
     }
 

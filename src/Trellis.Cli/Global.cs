@@ -32,6 +32,11 @@ internal static class Global
             Console.Error.WriteLine($"Error: {e.Message}");
             return 1;
         }
+        catch (HttpRequestException e)
+        {
+            Console.Error.WriteLine($"Error: talking to the agent failed: {e.Message}");
+            return 1;
+        }
         catch (UnauthorizedAccessException e)
         {
             Console.Error.WriteLine($"Error: {e.Message} (Trellis needs root)");
