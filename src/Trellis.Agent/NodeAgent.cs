@@ -215,7 +215,7 @@ public sealed class NodeAgent : IDisposable
             var rt = new EndpointRuntime(s, ifindex, false, false, "ready");
             _endpoints[key] = rt;
             // Policy first, then the endpoint entry and programs: the first packet already sees the policy.
-            var compiled = Regenerate(rt, attach: true);
+            Regenerate(rt, attach: true);
             if (existing is not null && existing.State.Identity != identity)
                 ReleaseIdentityIfUnused(existing.State.Identity);
             RegenerateAll(except: key);

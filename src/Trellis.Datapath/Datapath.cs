@@ -91,9 +91,6 @@ public sealed class NodeDatapath : IDisposable
 
     public void UpdateEndpoint(int ifindex, EndpointInfo info) => Endpoints.Update((uint)ifindex, info, MapUpdate.Exist);
 
-    public bool IsAttached(int ifindex) =>
-        Tc.Query(ifindex, TcAttachPoint.Ingress) is not null && Tc.Query(ifindex, TcAttachPoint.Egress) is not null;
-
     public void DetachEndpoint(int ifindex, uint endpointId, uint ipv4)
     {
         if (ifindex > 0)

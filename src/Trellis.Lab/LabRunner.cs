@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Trellis.Api;
 using Trellis.Policy;
 
@@ -284,6 +283,4 @@ public sealed class LabRunner(LabOptions options)
             return false;
         }
     }
-
-    public static string Describe(LabFile f) => JsonSerializer.Serialize(new { pods = f.Pods.Count, namespaces = f.Namespaces.Count });
 }
