@@ -11,9 +11,9 @@ if ! command -v dotnet >/dev/null; then
   exit 1
 fi
 
-# clang/llvm + libbpf headers + bpftool build the datapath; iproute2/util-linux/procps plumb the lab;
+# clang/llvm + libbpf headers + bpftool build the datapath (gcc builds a libbpf layout probe in the tests); iproute2/util-linux/procps plumb the lab;
 # python3, socat and curl are the lab's servers and clients.
-packages=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps kmod python3 socat curl ca-certificates)
+packages=(clang llvm gcc libc6-dev libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps coreutils kmod python3 socat curl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
