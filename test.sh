@@ -11,7 +11,8 @@ set +e
 dotnet test Trellis.slnx -c Release --no-build -nologo --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-passed=$(grep -E '^\s+Passed: [0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
-failed=$(grep -E '^\s+Failed: [0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+# The plain "N passed, N failed" line, summed over the test projects.
+passed=$(awk '/^ +Passed: [0-9]+/ {s+=$2} END {print s+0}' "$log")
+failed=$(awk '/^ +Failed: [0-9]+/ {s+=$2} END {print s+0}' "$log")
 echo "$passed passed, $failed failed"
 exit "$rc"
