@@ -14,8 +14,27 @@ internal static class TestPrograms
         return buf;
     }
 
+    // Without a pin root libbpf would pin by-name maps straight under /sys/fs/bpf, shared by every test and
+    // left behind: each object gets its own scratch root instead, all removed when the test process exits.
+    private static readonly string ScratchRoot = $"/sys/fs/bpf/trellis-test-bpf-{Environment.ProcessId}";
+
+    static TestPrograms()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            if (Directory.Exists(ScratchRoot)) Directory.Delete(ScratchRoot, recursive: true);
+        };
+    }
+
+    private static string NewScratchRoot()
+    {
+        var d = Path.Combine(ScratchRoot, Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
     public static BpfObject Open(string? pinRoot = null) =>
-        BpfObject.Open(Elf(), "testprogs", new BpfObjectOptions { PinRoot = pinRoot });
+        BpfObject.Open(Elf(), "testprogs", new BpfObjectOptions { PinRoot = pinRoot ?? NewScratchRoot() });
 
     public static BpfObject Load(string? pinRoot = null)
     {
