@@ -35,6 +35,8 @@ public sealed class NodeAgent : IDisposable
     private Timer? _ctGc;
 
     public FlowStore Flows { get; }
+    /// <summary>How many endpoint policy maps were (re)written: what incremental regeneration saves.</summary>
+    public long PolicyMapWrites { get; private set; }
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
     public AgentOptions Options => _opt;
 
@@ -118,9 +120,7 @@ public sealed class NodeAgent : IDisposable
             _store.Put($"namespaces/{r.Name}", JsonSerializer.Serialize(labels.ToDictionary()));
             _namespaces[r.Name] = labels;
             // Namespace labels are part of the identity of every pod in it.
-            foreach (var ep in _endpoints.Values.Where(e => e.State.Namespace == r.Name).ToList())
-                Reidentify(ep);
-            RegenerateAll();
+            Reidentify(_endpoints.Values.Where(e => e.State.Namespace == r.Name).ToList());
         }
         RefreshSnapshot();
         return new NamespaceDto(r.Name, labels.ToDictionary());
@@ -137,18 +137,62 @@ public sealed class NodeAgent : IDisposable
         : ns == "default" ? new Labels(new Dictionary<string, string>())
         : throw AgentException.NotFound($"namespace '{ns}' does not exist; create it first (a Namespace resource in the lab file)");
 
-    private void Reidentify(EndpointRuntime ep)
+    /// <summary>Moves endpoints to the identity their labels now give. Order matters so no allowed packet
+    /// drops: allocate the new identities, let every affected peer's policy learn them, switch the
+    /// endpoints (ipcache and endpoint map), then release the old identities and drop their entries.</summary>
+    private void Reidentify(IReadOnlyList<EndpointRuntime> eps)
     {
-        var labels = IdentityLabels.For(ep.State.Namespace, new Labels(ep.State.Labels), NamespaceLabels(ep.State.Namespace));
-        var id = _identities.GetOrAllocate(labels, out _);
-        if (id == ep.State.Identity) return;
-        var old = ep.State.Identity;
-        var s = ep.State with { Identity = id };
-        _store.Put($"endpoints/{s.Key}", JsonSerializer.Serialize(s));
-        _endpoints[s.Key] = ep with { State = s };
-        _dp.UpdateEndpoint(ep.Ifindex, ToInfo(s, FlagsOf(ep)));
-        _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(s.Ip)), id, IpcacheValue.FlagLocalEndpoint);
-        ReleaseIdentityIfUnused(old);
+        var moves = new List<(EndpointRuntime Ep, uint NewId)>();
+        foreach (var ep in eps)
+        {
+            var labels = IdentityLabels.For(ep.State.Namespace, new Labels(ep.State.Labels), NamespaceLabels(ep.State.Namespace));
+            var id = _identities.GetOrAllocate(labels, out _);
+            if (id != ep.State.Identity) moves.Add((ep, id));
+        }
+        if (moves.Count == 0) return;
+        RegenerateAfterIdentityChange();
+        foreach (var (ep, id) in moves)
+        {
+            var s = ep.State with { Identity = id };
+            _store.Put($"endpoints/{s.Key}", JsonSerializer.Serialize(s));
+            var moved = _endpoints[s.Key] with { State = s };
+            _endpoints[s.Key] = moved;
+            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(s, FlagsOf(moved)));
+            _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(s.Ip)), id, IpcacheValue.FlagLocalEndpoint);
+        }
+        foreach (var old in moves.Select(m => m.Ep.State.Identity).Distinct())
+            ReleaseIdentityIfUnused(old);
+        // The moved endpoints' own policy (their selectors may match differently now) and the peers' stale entries.
+        var movedKeys = moves.Select(m => m.Ep.State.Key).ToHashSet();
+        var all = Sources();
+        RegenerateWhere(ep => movedKeys.Contains(ep.State.Key) || SelectedBy(ep, all));
+    }
+
+    /// <summary>Changes a pod's labels (as `kubectl label` does): its identity and every policy that selects
+    /// it, or selects it as a peer, follow.</summary>
+    public EndpointDto SetEndpointLabels(string ns, string pod, IReadOnlyDictionary<string, string?> changes)
+    {
+        var key = $"{ns}/{pod}";
+        lock (_gate)
+        {
+            if (!_endpoints.TryGetValue(key, out var ep))
+                throw AgentException.NotFound($"endpoint {key} does not exist on node {_opt.Node}");
+            var labels = new Dictionary<string, string>(ep.State.Labels);
+            foreach (var (k, v) in changes)
+            {
+                if (v is null) labels.Remove(k);
+                else labels[k] = v;
+            }
+            foreach (var (k, v) in labels)
+                if ((LabelValidation.LabelKeyError(k) ?? LabelValidation.LabelValueError(v)) is { } err)
+                    throw AgentException.BadRequest($"labels of {key}: {k}={v}: {err}");
+            var s = ep.State with { Labels = labels };
+            _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
+            _endpoints[key] = ep with { State = s };
+            Reidentify([_endpoints[key]]);
+            RefreshSnapshot();
+            return ToDto(_endpoints[key]);
+        }
     }
 
     // --- IPAM ---
@@ -196,7 +240,7 @@ public sealed class NodeAgent : IDisposable
                 throw AgentException.Conflict($"endpoint {key} already exists on interface {existing.State.Ifname}");
 
             var labels = new Labels(r.Labels);
-            var identity = _identities.GetOrAllocate(IdentityLabels.For(r.Namespace, labels, nsLabels), out _);
+            var identity = _identities.GetOrAllocate(IdentityLabels.For(r.Namespace, labels, nsLabels), out var newIdentity);
             var s = new EndpointState
             {
                 PolicyAuditMode = existing?.State.PolicyAuditMode ?? false,
@@ -214,11 +258,16 @@ public sealed class NodeAgent : IDisposable
             _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
             var rt = new EndpointRuntime(s, ifindex, false, false, "ready");
             _endpoints[key] = rt;
-            // Policy first, then the endpoint entry and programs: the first packet already sees the policy.
+            // Peers learn a new identity before its first packet; then this endpoint's own policy goes in
+            // before its entry and programs, so the first packet already sees the policy.
+            bool othersAffected = newIdentity || s.Ports.Any(p => p.Name is not null);
+            if (othersAffected) RegenerateWhere(ep => ep.State.Key != key && SelectedBy(ep, Sources()));
             Regenerate(rt, attach: true);
             if (existing is not null && existing.State.Identity != identity)
+            {
                 ReleaseIdentityIfUnused(existing.State.Identity);
-            RegenerateAll(except: key);
+                RegenerateAfterIdentityChange();
+            }
             RefreshSnapshot();
             return ToDto(_endpoints[key]);
         }
@@ -243,16 +292,17 @@ public sealed class NodeAgent : IDisposable
             _dp.DetachEndpoint(ifindex, ep.State.Id, NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
             _store.Delete($"endpoints/{key}");
             _ipam.Release(key);
-            ReleaseIdentityIfUnused(ep.State.Identity);
-            RegenerateAll();
+            if (ReleaseIdentityIfUnused(ep.State.Identity) || ep.State.Ports.Any(p => p.Name is not null))
+                RegenerateAfterIdentityChange();
         }
         RefreshSnapshot();
     }
 
-    private void ReleaseIdentityIfUnused(uint id)
+    private bool ReleaseIdentityIfUnused(uint id)
     {
-        if (!_endpoints.Values.Any(e => e.State.Identity == id))
-            _identities.Release(id);
+        if (_endpoints.Values.Any(e => e.State.Identity == id)) return false;
+        _identities.Release(id);
+        return true;
     }
 
     public List<EndpointDto> Endpoints()
@@ -301,11 +351,14 @@ public sealed class NodeAgent : IDisposable
         {
             foreach (var p in policies.Where(p => p.Namespace is not null && p.Namespace != "default" && !_namespaces.ContainsKey(p.Namespace)))
                 throw AgentException.NotFound($"{p.Location.File}:{p.Location.Line}:{p.Location.Column}: metadata.namespace: namespace '{p.Namespace}' does not exist");
+            var keys = policies.Select(p => (p.Kind, p.Namespace, p.Name)).ToHashSet();
+            var previous = _policies.All.Where(p => keys.Contains((p.Resource.Kind, p.Resource.Namespace, p.Resource.Name)))
+                .Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
             var applied = _policies.Apply(policies, r.FileName, r.Yaml, DateTimeOffset.UtcNow);
             // New CIDR identities go into the ipcache before any policy refers to them; unused ones leave after.
             var cidrs = PolicyCompiler.ReferencedCidrs(Sources());
             _cidrs.Add(cidrs);
-            RegenerateAll();
+            RegenerateSelectedBy([.. previous, .. applied.Select(a => new CompiledPolicySource(a.Stored.Id, a.Resource))]);
             _cidrs.Sync(cidrs);
             RefreshSnapshot();
             return new ApplyPolicyResponse(applied.Select(a => $"{a.Stored.Kind}/{(a.Stored.Namespace is null ? "" : a.Stored.Namespace + "/")}{a.Stored.Name}").ToList(),
@@ -319,11 +372,10 @@ public sealed class NodeAgent : IDisposable
         {
             if (ns is not null && ns != "default" && !_namespaces.ContainsKey(ns))
                 throw AgentException.NotFound($"namespace '{ns}' does not exist");
-            if (_policies.Delete(ns, name) is null)
-                throw AgentException.NotFound(ns is null
-                    ? $"no CiliumClusterwideNetworkPolicy named '{name}'"
-                    : $"no policy named '{name}' in namespace '{ns}'");
-            RegenerateAll();
+            var deleted = _policies.Delete(ns, name) ?? throw AgentException.NotFound(ns is null
+                ? $"no CiliumClusterwideNetworkPolicy named '{name}'"
+                : $"no policy named '{name}' in namespace '{ns}'");
+            RegenerateSelectedBy([new CompiledPolicySource(deleted.Stored.Id, deleted.Resource)]);
             _cidrs.Sync(PolicyCompiler.ReferencedCidrs(Sources()));
         }
         RefreshSnapshot();
@@ -444,15 +496,28 @@ public sealed class NodeAgent : IDisposable
 
     // --- regeneration ---
 
-    private void RegenerateAll(string? except = null)
+    private void RegenerateAll(string? except = null) =>
+        RegenerateWhere(ep => ep.State.Key != except);
+
+    /// <summary>Recompiles the endpoints <paramref name="affected"/> picks; the others keep their maps untouched.</summary>
+    private void RegenerateWhere(Func<EndpointRuntime, bool> affected)
     {
         var inputs = Inputs();
         var sources = Sources();
         var shared = new Dictionary<string, EndpointPolicy>();
         foreach (var ep in _endpoints.Values.ToList())
-            if (ep.State.Key != except)
+            if (affected(ep))
                 Regenerate(ep, attach: false, inputs, sources, shared);
     }
+
+    private bool SelectedBy(EndpointRuntime ep, IReadOnlyList<CompiledPolicySource> policies) =>
+        policies.Count > 0 && _identities.LabelsOf(ep.State.Identity) is { } labels
+        && PolicyCompiler.SelectingRules(new IdentityInfo(ep.State.Identity, labels), policies).Count > 0;
+
+    // A policy's entries only land in the maps of the endpoints it selects; a change to the set of
+    // identities (or named ports) only matters to endpoints some policy selects.
+    private void RegenerateSelectedBy(IReadOnlyList<CompiledPolicySource> policies) => RegenerateWhere(ep => SelectedBy(ep, policies));
+    private void RegenerateAfterIdentityChange() { var all = Sources(); RegenerateWhere(ep => SelectedBy(ep, all) || ep.Installed is null); }
 
     private PolicyInputs Inputs()
     {
@@ -483,6 +548,7 @@ public sealed class NodeAgent : IDisposable
             && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value);
         if (!unchanged || attach)
         {
+            PolicyMapWrites++;
             // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
             _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
                 e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
@@ -599,6 +665,7 @@ public sealed class NodeAgent : IDisposable
                 _dp.AuditMode,
                 _dp.Counter(Counters.EventsLost),
                 _monitor.Received,
+                PolicyMapWrites,
                 Flows.Count,
                 Flows.Capacity);
         }

@@ -75,6 +75,8 @@ public sealed class AgentClient : IDisposable
     public Task<EndpointDetailDto> GetEndpointAsync(string ns, string pod, CancellationToken ct = default) =>
         GetAsync<EndpointDetailDto>($"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}", ct);
     public Task<TraceResponse> TraceAsync(TraceRequest r, CancellationToken ct = default) => SendAsync<TraceResponse>(HttpMethod.Post, "v1/policy/trace", r, ct);
+    public Task<EndpointDto> SetEndpointLabelsAsync(string ns, string pod, IReadOnlyDictionary<string, string?> labels, CancellationToken ct = default) =>
+        SendAsync<EndpointDto>(HttpMethod.Put, $"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}/labels", new EndpointLabelsRequest(labels), ct);
     public Task<ConfigDto> ConfigAsync(CancellationToken ct = default) => GetAsync<ConfigDto>("v1/config", ct);
     public Task<ConfigDto> SetConfigAsync(ConfigDto c, CancellationToken ct = default) => SendAsync<ConfigDto>(HttpMethod.Put, "v1/config", c, ct);
     public Task<EndpointDto> SetEndpointConfigAsync(string ns, string pod, EndpointConfigDto c, CancellationToken ct = default) =>

@@ -29,6 +29,7 @@ public sealed record StatusResponse(
     bool PolicyAuditMode,
     ulong EventsLost,
     long FlowsSeen,
+    long PolicyMapWrites,
     int FlowStoreSize,
     int FlowStoreCapacity);
 
@@ -114,3 +115,6 @@ public sealed record TraceStep(string Direction, string Endpoint, bool Applies, 
     string? PolicyNamespace, string? Rule);
 
 public sealed record TraceResponse(bool Allowed, uint SourceIdentity, uint DestinationIdentity, IReadOnlyList<TraceStep> Steps);
+
+/// <summary>Label changes: a value sets the label, null removes it.</summary>
+public sealed record EndpointLabelsRequest(IReadOnlyDictionary<string, string?> Labels);

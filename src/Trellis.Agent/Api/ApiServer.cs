@@ -68,6 +68,7 @@ public static class ApiServer
         app.MapGet("/v1/endpoints/{ns}/{pod}", (string ns, string pod) => agent.GetEndpoint(ns, pod));
         app.MapGet("/v1/policies/{ns}/{name}", (string ns, string name) => agent.GetPolicy(ns == "-" ? null : ns, name));
         app.MapPost("/v1/policy/trace", (TraceRequest r) => agent.Trace(Require(r)));
+        app.MapPut("/v1/endpoints/{ns}/{pod}/labels", (string ns, string pod, EndpointLabelsRequest r) => agent.SetEndpointLabels(ns, pod, Require(r).Labels));
         app.MapGet("/v1/config", () => agent.Config());
         app.MapPut("/v1/config", (ConfigDto c) => agent.SetConfig(Require(c)));
         app.MapGet("/v1/identities", () => agent.IdentityList());

@@ -60,3 +60,40 @@ internal static class ConfigCommands
         return cmd;
     }
 }
+
+internal static class EndpointLabelCommand
+{
+    /// <summary>`trellis endpoint label POD -n NS key=value key-`, as `kubectl label` does.</summary>
+    public static Command Create()
+    {
+        var pod = new Argument<string>("pod") { Description = "Pod name" };
+        var changes = new Argument<string[]>("labels") { Description = "key=value to set, key- to remove", Arity = ArgumentArity.OneOrMore };
+        var ns = new Option<string>("--namespace", "-n") { Description = "Pod namespace", DefaultValueFactory = _ => "default" };
+        var cmd = new Command("label", """
+            Change a pod's labels. Its identity, and every policy that selects it or selects it as a peer,
+            follow within a second; only the affected endpoints' policy maps are rewritten.
+
+            Examples:
+              trellis endpoint label frontend -n shop tier=edge
+              trellis endpoint label frontend -n shop tier-
+            """);
+        cmd.Arguments.Add(pod);
+        cmd.Arguments.Add(changes);
+        cmd.Options.Add(ns);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            var parsed = new Dictionary<string, string?>();
+            foreach (var c in r.GetValue(changes)!)
+            {
+                if (c.EndsWith('-') && !c.Contains('=')) parsed[c[..^1]] = null;
+                else if (c.IndexOf('=') is > 0 and var eq) parsed[c[..eq]] = c[(eq + 1)..];
+                else throw new LabException($"'{c}' is neither key=value nor key-");
+            }
+            using var client = Global.Client(r);
+            var e = await client.SetEndpointLabelsAsync(r.GetValue(ns)!, r.GetValue(pod)!, parsed, ct);
+            Console.WriteLine($"endpoint {e.Namespace}/{e.Pod}: identity {e.Identity}, labels {string.Join(",", e.Labels.Select(l => $"{l.Key}={l.Value}"))}");
+            return 0;
+        }));
+        return cmd;
+    }
+}

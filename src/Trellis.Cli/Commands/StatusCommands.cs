@@ -26,6 +26,7 @@ internal static class StatusCommands
             o.MarkupLine($"[bold]Datapath[/]:    {s.PacketsForwarded} packets forwarded, {s.PacketsDropped} dropped, {s.PacketsAudited} audited, {s.EventsLost} events lost");
             o.MarkupLine($"[bold]Policy audit[/]: {(s.PolicyAuditMode ? "[yellow]on (policy drops pass, reported as AUDIT)[/]" : "off")}");
             o.MarkupLine($"[bold]Flows[/]:       {s.FlowsSeen} seen, {s.FlowStoreSize}/{s.FlowStoreCapacity} in store");
+            o.MarkupLine($"[bold]Policy maps[/]: {s.PolicyMapWrites} written since start");
             o.MarkupLine($"[bold]Pins[/]:        {Markup.Escape(s.PinRoot)}    [bold]State[/]: {Markup.Escape(s.StateDir)}");
             var progs = new Table().AddColumns("PROGRAM", "ID", "ATTACHED VETHS", "RUNS", "AVG NS");
             foreach (var p in s.Programs)
@@ -71,6 +72,7 @@ internal static class StatusCommands
         cmd.Subcommands.Add(list);
         cmd.Subcommands.Add(ConfigCommands.CreateEndpointConfig());
         cmd.Subcommands.Add(CreateEndpointGet());
+        cmd.Subcommands.Add(EndpointLabelCommand.Create());
         return cmd;
     }
 
