@@ -423,7 +423,10 @@ public sealed class NodeAgent : IDisposable
                     k.Port == 0 && k.EndPort >= (k.Proto == L4Proto.Icmp ? 255 : 65535) ? "any" : k.Port == k.EndPort ? k.Port.ToString() : $"{k.Port}-{k.EndPort}",
                     v.Deny ? "DENY" : "ALLOW", pol?.Stored.Name, pol?.Stored.Namespace));
             }
-            return new EndpointDetailDto(ToDto(ep), rows);
+            var selecting = PolicyCompiler.SelectingRules(new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!), Sources())
+                .Select(r => new SelectingRuleDto(r.Kind.ToString(), r.Name, r.Namespace, r.RuleIndex, r.Description,
+                    r.Ingress, r.Egress, r.IngressDefaultDeny, r.EgressDefaultDeny, r.Location.ToString())).ToList();
+            return new EndpointDetailDto(ToDto(ep), rows, selecting);
         }
     }
 

@@ -105,7 +105,11 @@ public sealed record PolicyDetailDto(PolicyDto Policy, string Yaml);
 public sealed record PolicyEntryDto(string Direction, uint PeerIdentity, IReadOnlyList<string> PeerLabels, string Protocol,
     string Ports, string Verdict, string? PolicyName, string? PolicyNamespace);
 
-public sealed record EndpointDetailDto(EndpointDto Endpoint, IReadOnlyList<PolicyEntryDto> Policy);
+/// <summary>A rule of a policy that selects the endpoint, and where it was written.</summary>
+public sealed record SelectingRuleDto(string Kind, string Name, string? Namespace, int RuleIndex, string? Description,
+    bool Ingress, bool Egress, bool IngressDefaultDeny, bool EgressDefaultDeny, string Source);
+
+public sealed record EndpointDetailDto(EndpointDto Endpoint, IReadOnlyList<PolicyEntryDto> Policy, IReadOnlyList<SelectingRuleDto>? SelectedBy = null);
 
 public sealed record TraceRequest(string? FromNamespace, string? FromPod, string? FromIp, string? ToNamespace, string? ToPod, string? ToIp,
     int Port, string Protocol);

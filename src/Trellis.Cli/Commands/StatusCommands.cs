@@ -98,6 +98,15 @@ internal static class StatusCommands
             o.MarkupLine($"[bold]Endpoint[/] {e.Id}: {e.Namespace}/{e.Pod}  {e.Ip}  identity {e.Identity}  interface {e.Ifname}");
             o.MarkupLine($"[bold]Labels[/]: {Markup.Escape(string.Join(", ", e.Labels.Select(l => $"{l.Key}={l.Value}")))}");
             o.MarkupLine($"[bold]Ingress[/]: {(e.IngressEnforced ? "enforced (default deny)" : "not enforced (all allowed)")}   [bold]Egress[/]: {(e.EgressEnforced ? "enforced (default deny)" : "not enforced (all allowed)")}   [bold]Audit[/]: {(e.PolicyAuditMode ? "on" : "off")}");
+            var sel = new Table().AddColumns("SELECTED BY", "RULE", "DIRECTIONS", "DEFAULT DENY", "WRITTEN AT");
+            foreach (var s in d.SelectedBy ?? [])
+                sel.AddRow(Markup.Escape($"{s.Kind} {(s.Namespace is null ? "" : s.Namespace + "/")}{s.Name}"),
+                    Markup.Escape($"#{s.RuleIndex}{(s.Description is null ? "" : " " + s.Description)}"),
+                    string.Join(", ", new[] { s.Ingress ? "ingress" : null, s.Egress ? "egress" : null }.OfType<string>()),
+                    string.Join(", ", new[] { s.IngressDefaultDeny ? "ingress" : null, s.EgressDefaultDeny ? "egress" : null }.OfType<string>()),
+                    Markup.Escape(s.Source));
+            if (d.SelectedBy is { Count: > 0 }) o.Write(sel);
+            else o.MarkupLine("No policy selects this endpoint.");
             var t = new Table().AddColumns("DIRECTION", "PEER IDENTITY", "PEER LABELS", "PROTOCOL", "PORTS", "VERDICT", "POLICY");
             foreach (var p in d.Policy.OrderBy(p => p.Direction).ThenBy(p => p.PeerIdentity))
                 t.AddRow(p.Direction, p.PeerIdentity == 0 ? "any" : p.PeerIdentity.ToString(), Markup.Escape(string.Join(Environment.NewLine, p.PeerLabels)),

@@ -47,3 +47,26 @@ public sealed class IncrementalRegenerationTests
         Assert.Equal(1, await Writes() - before);
     }
 }
+
+[Collection(LabCollectionA.Name)]
+[Trait("Requires", "root")]
+public sealed class EndpointGetTests
+{
+    [Fact]
+    public async Task Endpoint_get_names_the_selecting_rule_and_the_installed_allow_table()
+    {
+        await using var lab = await ShopAsync();
+        await lab.ApplyPolicyAsync(ServerIngressFromClient("server-from-client", (TcpEcho, "TCP")));
+        var client = await lab.EndpointAsync("shop", "client");
+
+        var server = await lab.Agent.GetEndpointAsync("shop", "server");
+        var rule = Assert.Single(server.SelectedBy!);
+        Assert.Equal(("server-from-client", "shop", true, false), (rule.Name, rule.Namespace, rule.IngressDefaultDeny, rule.EgressDefaultDeny));
+        var entry = Assert.Single(server.Policy);
+        Assert.Equal(("INGRESS", client.Identity, "TCP", TcpEcho.ToString(), "ALLOW"), (entry.Direction, entry.PeerIdentity, entry.Protocol, entry.Ports, entry.Verdict));
+
+        var unselected = await lab.Agent.GetEndpointAsync("shop", "client");
+        Assert.Empty(unselected.SelectedBy!);
+        Assert.Empty(unselected.Policy);
+    }
+}
