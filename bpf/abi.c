@@ -14,5 +14,10 @@ struct ct_key abi_ct_key;
 struct ct_entry abi_ct_entry;
 struct flow_event abi_flow_event;
 struct node_config abi_node_config;
+struct lb4_frontend_key abi_lb4_frontend_key;
+struct lb4_frontend abi_lb4_frontend;
+struct lb4_backend_key abi_lb4_backend_key;
+struct lb4_backend abi_lb4_backend;
+struct lb4_revnat abi_lb4_revnat;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

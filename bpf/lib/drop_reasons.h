@@ -18,3 +18,4 @@
 #define REASON_POLICY_DENY_RULE 6   /* an explicit deny rule matched */
 #define REASON_CT_MAP_FULL 7        /* conntrack entry could not be created */
 #define REASON_FRAGMENT 8           /* non-first IPv4 fragment: fragment tracking is not implemented */
+#define REASON_NO_SERVICE_BACKEND 9 /* a service address was dialled and the service has no backend */

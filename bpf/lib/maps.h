@@ -112,11 +112,50 @@ struct flow_event {
 	__u32 pad2;
 };
 
+/* Service load balancing at the socket layer (bpf/sock.c). A frontend is one (service IP, port,
+ * protocol); its active backends sit in slots 0..count-1 of trellis_lb4_backends. */
+struct lb4_frontend_key {
+	__u32 address; /* network byte order */
+	__u16 port;    /* network byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb4_frontend {
+	__u32 id;    /* frontend id, the key prefix of its backend slots */
+	__u32 count; /* active backends */
+};
+
+struct lb4_backend_key {
+	__u32 frontend_id;
+	__u32 slot;
+};
+
+struct lb4_backend {
+	__u32 address; /* network byte order */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+};
+
+/* Per socket (by cookie): the service address it dialled, so getpeername and UDP replies show it. */
+struct lb4_revnat {
+	__u32 frontend_address;
+	__u32 backend_address;
+	__u16 frontend_port;
+	__u16 backend_port;
+};
+
+#define LB4_FRONTENDS_MAX 65536
+#define LB4_BACKENDS_MAX 262144
+#define LB4_SOCKETS_MAX 262144
+
 /* counters: per-CPU, indexed by COUNTER_*. */
 #define COUNTER_EVENTS_LOST 0
 #define COUNTER_FORWARDED 1
 #define COUNTER_DROPPED 2
 #define COUNTER_AUDIT 3
+#define COUNTER_LB_TRANSLATED 4
+#define COUNTER_LB_NO_BACKEND 5
 #define COUNTER_MAX 8
 
 #ifdef __TRELLIS_MAPS__
@@ -185,5 +224,29 @@ struct {
 	__type(value, struct node_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB4_FRONTENDS_MAX);
+	__type(key, struct lb4_frontend_key);
+	__type(value, struct lb4_frontend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lb4_frontends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB4_BACKENDS_MAX);
+	__type(key, struct lb4_backend_key);
+	__type(value, struct lb4_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB4_SOCKETS_MAX);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct lb4_revnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lb4_sockets SEC(".maps");
 
 #endif

@@ -6,6 +6,10 @@ public sealed record AgentOptions
 {
     public string Node { get; init; } = AgentPaths.DefaultNode;
     public string PodCidr { get; init; } = "10.200.0.0/24";
+    public string ServiceCidr { get; init; } = "10.96.0.0/16";
+    /// <summary>The cgroup v2 directory holding the node's pods (socket load balancing attaches there);
+    /// null = &lt;cgroup2 mount&gt;/trellis/&lt;node&gt;.</summary>
+    public string? CgroupRootOverride { get; init; }
     public int FlowStoreSize { get; init; } = 4096;
     public TimeSpan ConntrackGcInterval { get; init; } = TimeSpan.FromSeconds(30);
     public string? StateDirOverride { get; init; }

@@ -30,6 +30,7 @@ public sealed class NodeAgent : IDisposable
     private PolicyRepository _policies = null!;
     private readonly Dictionary<string, Labels> _namespaces = new();
     private CidrIdentities _cidrs = null!;
+    private Services.ServiceManager _services = null!;
     private readonly Dictionary<string, EndpointRuntime> _endpoints = new(); // by "ns/pod"
     private FlowMonitor _monitor = null!;
     private Timer? _ctGc;
@@ -64,6 +65,10 @@ public sealed class NodeAgent : IDisposable
             _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
 
         _dp.SetAuditMode(_store.Get("config/policy-audit-mode") == "true");
+        var cgroupRoot = _opt.CgroupRootOverride ?? Path.Combine(CgroupMount(), "trellis", _opt.Node);
+        Directory.CreateDirectory(cgroupRoot);
+        _dp.AttachSocketLb(cgroupRoot);
+        _services = new Services.ServiceManager(_store, _dp, _opt.ServiceCidr);
         // The node's own address is the host identity for policy.
         _dp.SetIpcache(NetOrder.FromAddress(_ipam.RouterIp), Identities.Host);
 
@@ -72,6 +77,7 @@ public sealed class NodeAgent : IDisposable
             foreach (var (_, json) in _store.List("endpoints"))
                 Readopt(JsonSerializer.Deserialize<EndpointState>(json)!);
             RegenerateAll();
+            _services.Sync(EndpointStates());
         }
 
         _monitor = new FlowMonitor(_dp, Flows, _log);
@@ -108,6 +114,63 @@ public sealed class NodeAgent : IDisposable
         Ipv4 = NetOrder.FromAddress(IPAddress.Parse(s.Ip)),
         Flags = flags,
     };
+
+    private static string CgroupMount()
+    {
+        var found = BpfFs.FindCgroup2Mount();
+        if (found is not null) return found;
+        const string fallback = "/run/trellis/cgroup2"; // hosts that mount only cgroup v1
+        BpfFs.MountCgroup2(fallback);
+        return fallback;
+    }
+
+    private List<EndpointState> EndpointStates() => _endpoints.Values.Select(e => e.State).ToList();
+
+    // --- services ---
+
+    public List<ServiceDto> ApplyServices(ApplyServiceRequest r)
+    {
+        IReadOnlyList<Resource> resources;
+        try
+        {
+            resources = ManifestParser.Parse(r.Yaml, r.FileName);
+        }
+        catch (ManifestException e)
+        {
+            throw AgentException.BadRequest(e.Message);
+        }
+        var services = resources.OfType<ServiceResource>().ToList();
+        var other = resources.FirstOrDefault(x => x is not ServiceResource);
+        if (other is not null)
+            throw AgentException.BadRequest($"{other.Location}: kind: a {other.Kind} is not a Service; 'trellis service apply' takes Service resources");
+        if (services.Count == 0)
+            throw AgentException.BadRequest($"{r.FileName}: no Service in the file");
+        lock (_gate)
+        {
+            foreach (var svc in services)
+                NamespaceLabels(svc.Namespace!); // throws for an unknown namespace
+            foreach (var svc in services)
+                _services.Apply(svc, r.FileName, r.Yaml);
+            _services.Sync(EndpointStates());
+            var names = services.Select(s => (s.Namespace, s.Name)).ToHashSet();
+            return _services.List(EndpointStates()).Where(s => names.Contains((s.Namespace, s.Name))).ToList();
+        }
+    }
+
+    public void DeleteService(string ns, string name)
+    {
+        lock (_gate)
+        {
+            if (!_services.Delete(ns, name))
+                throw AgentException.NotFound($"no service named '{name}' in namespace '{ns}'");
+            _services.Sync(EndpointStates());
+        }
+    }
+
+    public List<ServiceDto> ServiceList()
+    {
+        lock (_gate) return _services.List(EndpointStates());
+    }
 
     // --- namespaces ---
 
@@ -190,6 +253,7 @@ public sealed class NodeAgent : IDisposable
             _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
             _endpoints[key] = ep with { State = s };
             Reidentify([_endpoints[key]]);
+            _services.Sync(EndpointStates());
             RefreshSnapshot();
             return ToDto(_endpoints[key]);
         }
@@ -263,6 +327,7 @@ public sealed class NodeAgent : IDisposable
             bool othersAffected = newIdentity || s.Ports.Any(p => p.Name is not null);
             if (othersAffected) RegenerateWhere(ep => ep.State.Key != key && SelectedBy(ep, Sources()));
             Regenerate(rt, attach: true);
+            _services.Sync(EndpointStates());
             if (existing is not null && existing.State.Identity != identity)
             {
                 ReleaseIdentityIfUnused(existing.State.Identity);
@@ -291,6 +356,7 @@ public sealed class NodeAgent : IDisposable
             int ifindex = BpfFs.IfNameToIndex(ep.State.Ifname);
             _dp.DetachEndpoint(ifindex, ep.State.Id, NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
             _store.Delete($"endpoints/{key}");
+            _services.Sync(EndpointStates()); // no new connection picks the departed pod
             _ipam.Release(key);
             if (ReleaseIdentityIfUnused(ep.State.Identity) || ep.State.Ports.Any(p => p.Name is not null))
                 RegenerateAfterIdentityChange();
@@ -665,6 +731,9 @@ public sealed class NodeAgent : IDisposable
                 _dp.Counter(Counters.Forwarded),
                 _dp.Counter(Counters.Dropped),
                 _dp.Counter(Counters.Audit),
+                _dp.Counter(Counters.LbTranslated),
+                _dp.Counter(Counters.LbNoBackend),
+                _services.All.Count,
                 _dp.AuditMode,
                 _dp.Counter(Counters.EventsLost),
                 _monitor.Received,

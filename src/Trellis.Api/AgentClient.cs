@@ -77,6 +77,11 @@ public sealed class AgentClient : IDisposable
     public Task<TraceResponse> TraceAsync(TraceRequest r, CancellationToken ct = default) => SendAsync<TraceResponse>(HttpMethod.Post, "v1/policy/trace", r, ct);
     public Task<EndpointDto> SetEndpointLabelsAsync(string ns, string pod, IReadOnlyDictionary<string, string?> labels, CancellationToken ct = default) =>
         SendAsync<EndpointDto>(HttpMethod.Put, $"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}/labels", new EndpointLabelsRequest(labels), ct);
+    public Task<List<ServiceDto>> ServicesAsync(CancellationToken ct = default) => GetAsync<List<ServiceDto>>("v1/services", ct);
+    public Task<List<ServiceDto>> ApplyServicesAsync(string fileName, string yaml, CancellationToken ct = default) =>
+        SendAsync<List<ServiceDto>>(HttpMethod.Post, "v1/services", new ApplyServiceRequest(fileName, yaml), ct);
+    public Task DeleteServiceAsync(string ns, string name, CancellationToken ct = default) =>
+        SendAsync<object>(HttpMethod.Delete, $"v1/services/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(name)}", null, ct);
     public Task<ConfigDto> ConfigAsync(CancellationToken ct = default) => GetAsync<ConfigDto>("v1/config", ct);
     public Task<ConfigDto> SetConfigAsync(ConfigDto c, CancellationToken ct = default) => SendAsync<ConfigDto>(HttpMethod.Put, "v1/config", c, ct);
     public Task<EndpointDto> SetEndpointConfigAsync(string ns, string pod, EndpointConfigDto c, CancellationToken ct = default) =>

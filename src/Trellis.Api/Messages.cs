@@ -26,6 +26,9 @@ public sealed record StatusResponse(
     ulong PacketsForwarded,
     ulong PacketsDropped,
     ulong PacketsAudited,
+    ulong ServiceConnectsTranslated,
+    ulong ServiceConnectsRefused,
+    int Services,
     bool PolicyAuditMode,
     ulong EventsLost,
     long FlowsSeen,
@@ -122,3 +125,9 @@ public sealed record TraceResponse(bool Allowed, uint SourceIdentity, uint Desti
 
 /// <summary>Label changes: a value sets the label, null removes it.</summary>
 public sealed record EndpointLabelsRequest(IReadOnlyDictionary<string, string?> Labels);
+
+public sealed record ServiceBackendDto(string Pod, string Ip, int Port, string State);
+public sealed record ServicePortDto(string? Name, int Port, string Protocol, string TargetPort, IReadOnlyList<ServiceBackendDto> Backends);
+public sealed record ServiceDto(string Namespace, string Name, string Type, string ClusterIp, IReadOnlyList<ServicePortDto> Ports,
+    IReadOnlyDictionary<string, string>? Selector);
+public sealed record ApplyServiceRequest(string FileName, string Yaml);

@@ -56,6 +56,20 @@ public sealed unsafe class BpfProgram
         return new BpfProgramInfo(info.Id, Name, info.RunTimeNs, info.RunCnt);
     }
 
+    /// <summary>Information on any loaded program by kernel id (names are truncated to 15 bytes by the kernel),
+    /// or null if no such program exists any more.</summary>
+    public static BpfProgramInfo? InfoById(uint id)
+    {
+        int fd = LibBpf.ProgGetFdById(id);
+        if (fd < 0) return null;
+        using var h = new FdHandle(fd, ownsHandle: true);
+        BpfProgInfo info = default;
+        uint len = (uint)sizeof(BpfProgInfo);
+        BpfException.Check(LibBpf.ObjGetInfoByFd(fd, &info, &len), $"get info of program id {id}");
+        var name = Marshal.PtrToStringUTF8((IntPtr)info.Name) ?? "";
+        return new BpfProgramInfo(info.Id, name, info.RunTimeNs, info.RunCnt);
+    }
+
     /// <summary>Runs the program in the kernel on <paramref name="data"/> (a packet for TC programs).
     /// <paramref name="context"/> optionally sets the context (e.g. a struct __sk_buff).</summary>
     public TestRunResult TestRun(ReadOnlySpan<byte> data, ReadOnlySpan<byte> context = default, int repeat = 1)

@@ -10,6 +10,8 @@ public enum CgroupAttachType
     SockOps = 3,
     Inet4Connect = 10,
     Udp4Sendmsg = 14,
+    Udp4Recvmsg = 19,
+    Inet4Getpeername = 29,
 }
 
 /// <summary>Cgroup program attachment with BPF_PROG_ATTACH (BPF_F_ALLOW_MULTI). Like TC filters these stay
@@ -30,6 +32,19 @@ public static unsafe class Cgroup
         int r = LibBpf.ProgDetach2(program.Fd, cg.Fd, (int)type);
         if (r == -2) return false;
         BpfException.Check(r, $"detach {program.Name} from cgroup {cgroupPath} ({type})");
+        return true;
+    }
+
+    /// <summary>Detaches the program with kernel id <paramref name="programId"/> (e.g. one a previous process attached).</summary>
+    public static bool DetachById(string cgroupPath, uint programId, CgroupAttachType type)
+    {
+        int progFd = LibBpf.ProgGetFdById(programId);
+        if (progFd < 0) return false; // already gone
+        using var prog = new FdHandle(progFd, ownsHandle: true);
+        using var cg = OpenCgroup(cgroupPath);
+        int r = LibBpf.ProgDetach2(prog.Fd, cg.Fd, (int)type);
+        if (r == -2) return false;
+        BpfException.Check(r, $"detach program id {programId} from cgroup {cgroupPath} ({type})");
         return true;
     }
 

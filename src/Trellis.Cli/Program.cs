@@ -19,4 +19,5 @@ root.Subcommands.Add(StatusCommands.CreateStatus());
 root.Subcommands.Add(StatusCommands.CreateEndpoint());
 root.Subcommands.Add(StatusCommands.CreateIdentity());
 root.Subcommands.Add(ConfigCommands.Create());
+root.Subcommands.Add(ServiceCommands.Create());
 return await root.Parse(args).InvokeAsync();

@@ -43,6 +43,7 @@ public enum DropReason : byte
     PolicyDenyRule = 6,
     CtMapFull = 7,
     Fragment = 8,
+    NoServiceBackend = 9,
 }
 
 public static class DropReasons
@@ -58,6 +59,7 @@ public static class DropReasons
         DropReason.PolicyDenyRule => "policy deny rule",
         DropReason.CtMapFull => "conntrack map full",
         DropReason.Fragment => "IP fragment not supported",
+        DropReason.NoServiceBackend => "no service backend",
         _ => $"reason {(byte)r}",
     };
 }
@@ -180,12 +182,62 @@ public struct NodeConfig
     [FieldOffset(0)] public uint Flags;
 }
 
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct Lb4FrontendKey : IEquatable<Lb4FrontendKey>
+{
+    [FieldOffset(0)] public uint Address; // network byte order
+    [FieldOffset(4)] public ushort PortBe;
+    [FieldOffset(6)] public byte Proto;
+
+    public static Lb4FrontendKey Of(uint addressNetworkOrder, ushort port, byte proto) =>
+        new() { Address = addressNetworkOrder, PortBe = BinaryPrimitives.ReverseEndianness(port), Proto = proto };
+
+    public readonly bool Equals(Lb4FrontendKey o) => Address == o.Address && PortBe == o.PortBe && Proto == o.Proto;
+    public override readonly bool Equals(object? obj) => obj is Lb4FrontendKey k && Equals(k);
+    public override readonly int GetHashCode() => HashCode.Combine(Address, PortBe, Proto);
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct Lb4Frontend
+{
+    [FieldOffset(0)] public uint Id;
+    [FieldOffset(4)] public uint Count;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct Lb4BackendKey
+{
+    [FieldOffset(0)] public uint FrontendId;
+    [FieldOffset(4)] public uint Slot;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 8)]
+public struct Lb4Backend
+{
+    [FieldOffset(0)] public uint Address; // network byte order
+    [FieldOffset(4)] public ushort PortBe;
+
+    public static Lb4Backend Of(uint addressNetworkOrder, ushort port) =>
+        new() { Address = addressNetworkOrder, PortBe = BinaryPrimitives.ReverseEndianness(port) };
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 12)]
+public struct Lb4Revnat
+{
+    [FieldOffset(0)] public uint FrontendAddress;
+    [FieldOffset(4)] public uint BackendAddress;
+    [FieldOffset(8)] public ushort FrontendPortBe;
+    [FieldOffset(10)] public ushort BackendPortBe;
+}
+
 public static class Counters
 {
     public const uint EventsLost = 0;
     public const uint Forwarded = 1;
     public const uint Dropped = 2;
     public const uint Audit = 3;
+    public const uint LbTranslated = 4;
+    public const uint LbNoBackend = 5;
     public const uint Max = 8;
 }
 
@@ -199,6 +251,9 @@ public static class Names
     public const string Events = "trellis_events";
     public const string Counters = "trellis_counters";
     public const string Config = "trellis_config";
+    public const string Lb4Frontends = "trellis_lb4_frontends";
+    public const string Lb4Backends = "trellis_lb4_backends";
+    public const string Lb4Sockets = "trellis_lb4_sockets";
     public const string FromContainer = "from_container";
     public const string ToContainer = "to_container";
     public const uint PolicyMaxEntries = 16384;

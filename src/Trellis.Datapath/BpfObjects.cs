@@ -7,6 +7,7 @@ public static class BpfObjects
 {
     public const string Lxc = "lxc";
     public const string Abi = "abi";
+    public const string Sock = "sock";
 
     public static byte[] Read(string name)
     {

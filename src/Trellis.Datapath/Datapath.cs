@@ -10,6 +10,7 @@ public sealed record MapFill(string Name, int Entries, uint MaxEntries);
 public sealed class NodeDatapath : IDisposable
 {
     private readonly BpfObject _obj;
+    private readonly BpfObject _sock;
     private readonly Lock _policyGate = new();
 
     public string PinRoot { get; }
@@ -23,9 +24,23 @@ public sealed class NodeDatapath : IDisposable
     public BpfProgram FromContainer { get; }
     public BpfProgram ToContainer { get; }
 
-    private NodeDatapath(BpfObject obj, string pinRoot)
+    public BpfMap Lb4Frontends { get; }
+    public BpfMap Lb4Backends { get; }
+
+    private static readonly (string Program, CgroupAttachType Type)[] SockPrograms =
+    [
+        ("sock4_connect", CgroupAttachType.Inet4Connect),
+        ("sock4_sendmsg", CgroupAttachType.Udp4Sendmsg),
+        ("sock4_recvmsg", CgroupAttachType.Udp4Recvmsg),
+        ("sock4_getpeername", CgroupAttachType.Inet4Getpeername),
+    ];
+
+    private NodeDatapath(BpfObject obj, BpfObject sock, string pinRoot)
     {
         _obj = obj;
+        _sock = sock;
+        Lb4Frontends = sock.Map(Names.Lb4Frontends);
+        Lb4Backends = sock.Map(Names.Lb4Backends);
         PinRoot = pinRoot;
         Ipcache = obj.Map(Names.Ipcache);
         Endpoints = obj.Map(Names.Endpoints);
@@ -70,7 +85,18 @@ public sealed class NodeDatapath : IDisposable
             obj.Dispose();
             throw;
         }
-        var dp = new NodeDatapath(obj, pinRoot);
+        BpfObject sock;
+        try
+        {
+            sock = BpfObjects.Open(BpfObjects.Sock, pinRoot);
+            sock.Load();
+        }
+        catch
+        {
+            obj.Dispose();
+            throw;
+        }
+        var dp = new NodeDatapath(obj, sock, pinRoot);
         Directory.CreateDirectory(Path.Combine(pinRoot, "progs"));
         dp.FromContainer.Pin(Path.Combine(pinRoot, "progs", Names.FromContainer));
         dp.ToContainer.Pin(Path.Combine(pinRoot, "progs", Names.ToContainer));
@@ -177,7 +203,25 @@ public sealed class NodeDatapath : IDisposable
             Directory.Delete(pinRoot, recursive: true);
     }
 
-    public void Dispose() => _obj.Dispose();
+    /// <summary>Attaches the socket load balancer to the cgroup holding the node's pods, replacing any
+    /// copy an earlier agent attached (cgroup programs outlive the process that attached them).</summary>
+    public void AttachSocketLb(string cgroupPath)
+    {
+        foreach (var (name, type) in SockPrograms)
+        {
+            var prog = _sock.Program(name);
+            foreach (var id in Cgroup.Query(cgroupPath, type))
+                if (BpfProgram.InfoById(id)?.Name == prog.Name[..Math.Min(prog.Name.Length, 15)])
+                    Cgroup.DetachById(cgroupPath, id, type);
+            Cgroup.Attach(cgroupPath, prog, type);
+        }
+    }
+
+    public void Dispose()
+    {
+        _sock.Dispose();
+        _obj.Dispose();
+    }
 }
 
 public sealed class DatapathException : Exception

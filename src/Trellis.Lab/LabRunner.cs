@@ -15,7 +15,7 @@ public sealed record LabOptions
 }
 
 public sealed record LabFile(string Path, IReadOnlyList<NamespaceResource> Namespaces, IReadOnlyList<PodResource> Pods,
-    IReadOnlyList<PolicyResource> Policies, string Text);
+    IReadOnlyList<PolicyResource> Policies, string Text, IReadOnlyList<ServiceResource>? Services = null);
 
 /// <summary>Brings a one-node lab up and down: the node is a network namespace running the agent; each pod
 /// is a network namespace with a veth into the node, an address from the agent's IPAM and its own cgroup.</summary>
@@ -47,7 +47,10 @@ public sealed class LabRunner(LabOptions options)
             throw new ManifestException(path, second.Location.Line, second.Location.Column, "metadata.name",
                 $"pod {dup.Key.Namespace}/{dup.Key.Name} is defined twice");
         }
-        return new LabFile(path, namespaces, pods, resources.OfType<PolicyResource>().ToList(), text);
+        foreach (var svc in resources.OfType<ServiceResource>().Where(s => !known.Contains(s.Namespace!)))
+            throw new ManifestException(path, svc.Location.Line, svc.Location.Column, "metadata.namespace",
+                $"namespace '{svc.Namespace}' is not defined in this file (add a Namespace resource)");
+        return new LabFile(path, namespaces, pods, resources.OfType<PolicyResource>().ToList(), text, resources.OfType<ServiceResource>().ToList());
     }
 
     public string SocketPath => AgentPaths.Socket(options.Node);
@@ -70,11 +73,29 @@ public sealed class LabRunner(LabOptions options)
             }
             await CreatePodAsync(agent, pod, ct);
         }
+        if (lab.Services is { Count: > 0 })
+        {
+            // The agent takes only Services from this text, so send just their documents.
+            var docs = lab.Services.Select(s => DocumentAt(lab.Text, s.Location.Line));
+            foreach (var s in await agent.ApplyServicesAsync(lab.Path, string.Join("\n---\n", docs), ct))
+                Say($"service {s.Namespace}/{s.Name}: {s.ClusterIp}");
+        }
         if (lab.Policies.Count > 0)
         {
-            var r = await agent.ApplyPolicyAsync(lab.Path, lab.Text, ct);
+            var r = await agent.ApplyPolicyAsync(lab.Path, string.Join("\n---\n", lab.Policies.Select(p => DocumentAt(lab.Text, p.Location.Line))), ct);
             Say($"applied {string.Join(", ", r.Applied)}");
         }
+    }
+
+    /// <summary>The YAML document of a multi-document text that contains <paramref name="line"/>.</summary>
+    internal static string DocumentAt(string text, int line)
+    {
+        var lines = text.Split('\n');
+        bool Sep(int i) => lines[i].TrimEnd('\r').StartsWith("---", StringComparison.Ordinal);
+        int start = Math.Clamp(line - 1, 0, lines.Length - 1), end = start;
+        while (start > 0 && !Sep(start - 1)) start--;
+        while (end < lines.Length - 1 && !Sep(end + 1)) end++;
+        return string.Join('\n', lines[start..(end + 1)]);
     }
 
     private static void RequireRoot()

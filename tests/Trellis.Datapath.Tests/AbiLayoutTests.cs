@@ -29,6 +29,11 @@ public sealed class AbiLayoutTests : IDisposable
         }),
         ["policy_key"] = (typeof(PolicyKey), new() { ["PrefixLen"] = "prefixlen", ["Identity"] = "identity", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
         ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags" }),
+        ["lb4_frontend_key"] = (typeof(Lb4FrontendKey), new() { ["Address"] = "address", ["PortBe"] = "port", ["Proto"] = "proto" }),
+        ["lb4_frontend"] = (typeof(Lb4Frontend), new() { ["Id"] = "id", ["Count"] = "count" }),
+        ["lb4_backend_key"] = (typeof(Lb4BackendKey), new() { ["FrontendId"] = "frontend_id", ["Slot"] = "slot" }),
+        ["lb4_backend"] = (typeof(Lb4Backend), new() { ["Address"] = "address", ["PortBe"] = "port" }),
+        ["lb4_revnat"] = (typeof(Lb4Revnat), new() { ["FrontendAddress"] = "frontend_address", ["BackendAddress"] = "backend_address", ["FrontendPortBe"] = "frontend_port", ["BackendPortBe"] = "backend_port" }),
         ["policy_value"] = (typeof(PolicyValue), new() { ["PolicyId"] = "policy_id", ["Flags"] = "flags" }),
         ["ct_key"] = (typeof(CtKey), new()
         {

@@ -69,6 +69,9 @@ public static class ApiServer
         app.MapGet("/v1/policies/{ns}/{name}", (string ns, string name) => agent.GetPolicy(ns == "-" ? null : ns, name));
         app.MapPost("/v1/policy/trace", (TraceRequest r) => agent.Trace(Require(r)));
         app.MapPut("/v1/endpoints/{ns}/{pod}/labels", (string ns, string pod, EndpointLabelsRequest r) => agent.SetEndpointLabels(ns, pod, Require(r).Labels));
+        app.MapGet("/v1/services", () => agent.ServiceList());
+        app.MapPost("/v1/services", (ApplyServiceRequest r) => agent.ApplyServices(Require(r)));
+        app.MapDelete("/v1/services/{ns}/{name}", (string ns, string name) => { agent.DeleteService(ns, name); return Results.NoContent(); });
         app.MapGet("/v1/config", () => agent.Config());
         app.MapPut("/v1/config", (ConfigDto c) => agent.SetConfig(Require(c)));
         app.MapGet("/v1/identities", () => agent.IdentityList());

@@ -27,6 +27,7 @@ internal static class StatusCommands
             o.MarkupLine($"[bold]Policy audit[/]: {(s.PolicyAuditMode ? "[yellow]on (policy drops pass, reported as AUDIT)[/]" : "off")}");
             o.MarkupLine($"[bold]Flows[/]:       {s.FlowsSeen} seen, {s.FlowStoreSize}/{s.FlowStoreCapacity} in store");
             o.MarkupLine($"[bold]Policy maps[/]: {s.PolicyMapWrites} written since start");
+            o.MarkupLine($"[bold]Services[/]:    {s.Services}; {s.ServiceConnectsTranslated} connections load-balanced, {s.ServiceConnectsRefused} refused (no backend)");
             o.MarkupLine($"[bold]Pins[/]:        {Markup.Escape(s.PinRoot)}    [bold]State[/]: {Markup.Escape(s.StateDir)}");
             var progs = new Table().AddColumns("PROGRAM", "ID", "ATTACHED VETHS", "RUNS", "AVG NS");
             foreach (var p in s.Programs)

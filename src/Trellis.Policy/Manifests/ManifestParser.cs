@@ -102,11 +102,12 @@ public static partial class ManifestParser
         {
             ("v1", ResourceKinds.Namespace) => ParseNamespace(ctx, new MapReader(ctx, map, "", NamespaceFields)),
             ("v1", ResourceKinds.Pod) => ParsePod(ctx, new MapReader(ctx, map, "", PodFields)),
+            ("v1", ResourceKinds.Service) => ParseService(ctx, new MapReader(ctx, map, "", ServiceFields)),
             ("cilium.io/v2", ResourceKinds.CiliumNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: false),
             ("cilium.io/v2", ResourceKinds.CiliumClusterwideNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: true),
             ("networking.k8s.io/v1", ResourceKinds.NetworkPolicy) => ParseNetworkPolicy(ctx, new MapReader(ctx, map, "", NetworkPolicyFields)),
             _ => throw ctx.Error(FindValue(map, "kind")!, "kind",
-                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy, networking.k8s.io/v1 NetworkPolicy"),
+                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, v1 Service, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy, networking.k8s.io/v1 NetworkPolicy"),
         };
     }
 

@@ -19,6 +19,22 @@ public sealed record Container(string Name, IReadOnlyList<string> Command, IRead
 
 public sealed record ContainerPort(string? Name, ushort Port, L4Proto Protocol);
 
+/// <summary>
+/// A v1 Service (type ClusterIP only). <paramref name="Selector"/> is null for a service without selector (an absent
+/// or empty spec.selector: Kubernetes then creates no endpoints, they are given elsewhere). <paramref name="ClusterIP"/>
+/// is null when the manifest leaves it to be allocated.
+/// </summary>
+public sealed record ServiceResource(string Name, string Namespace, IReadOnlyDictionary<string, string>? Selector, string? ClusterIP,
+    IReadOnlyList<ServicePort> Ports, SourceLocation Location)
+    : Resource(ResourceKinds.Service, Name, Namespace, Location);
+
+/// <summary>
+/// One port of a <see cref="ServiceResource"/>. Exactly one of <paramref name="TargetPort"/> (a number; 0 when the
+/// target is named) and <paramref name="TargetPortName"/> (a container port name) is set; an absent targetPort is
+/// the same number as <paramref name="Port"/>.
+/// </summary>
+public sealed record ServicePort(string? Name, ushort Port, ushort TargetPort, string? TargetPortName, L4Proto Protocol);
+
 /// <summary>Which policy language a <see cref="PolicyResource"/> was written in.</summary>
 public enum PolicyKind
 {
@@ -67,6 +83,7 @@ public static class ResourceKinds
 {
     public const string Namespace = "Namespace";
     public const string Pod = "Pod";
+    public const string Service = "Service";
     public const string CiliumNetworkPolicy = "CiliumNetworkPolicy";
     public const string CiliumClusterwideNetworkPolicy = "CiliumClusterwideNetworkPolicy";
     public const string NetworkPolicy = "NetworkPolicy";

@@ -375,10 +375,10 @@ public class ManifestParserTests
     }
 
     [Fact]
-    public void Service_kind_is_not_supported_yet()
+    public void ConfigMap_kind_is_not_supported_yet()
     {
-        var e = Fails("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
-        AssertError(e, 2, 7, "kind", "kind Service (apiVersion v1) is not supported yet");
+        var e = Fails("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n");
+        AssertError(e, 2, 7, "kind", "kind ConfigMap (apiVersion v1) is not supported yet");
     }
 
     [Fact]

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Socket-level service load balancing (kube-proxy replacement), attached to the cgroup that holds the
+ * node's pods. A connect() to a service address is rewritten once, at connect time, to a backend, so
+ * the connection's packets carry the backend address from the start: no per-packet NAT, and the TC
+ * programs apply policy to the backend's identity. getpeername() and UDP replies are translated back
+ * so the application keeps seeing the service address. */
+#define __TRELLIS_MAPS__
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/drop_reasons.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define SYS_REJECT 0
+#define SYS_PROCEED 1
+
+static __always_inline void counter_inc(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&trellis_counters, &idx);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void report_no_backend(struct bpf_sock_addr *ctx)
+{
+	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
+	if (!e) {
+		counter_inc(COUNTER_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->daddr = ctx->user_ip4;
+	e->dport = bpf_ntohs((__u16)ctx->user_port);
+	e->proto = ctx->protocol;
+	e->verdict = VERDICT_DROPPED;
+	e->reason = REASON_NO_SERVICE_BACKEND;
+	e->dir = DIR_EGRESS;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Picks a backend for a service address; returns SYS_REJECT when the service has none. */
+static __always_inline int translate(struct bpf_sock_addr *ctx)
+{
+	struct lb4_frontend_key fk = {
+		.address = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+		.proto = (__u8)ctx->protocol,
+	};
+	struct lb4_frontend *fe = bpf_map_lookup_elem(&trellis_lb4_frontends, &fk);
+	if (!fe)
+		return SYS_PROCEED; /* not a service address */
+	if (fe->count == 0) {
+		counter_inc(COUNTER_LB_NO_BACKEND);
+		report_no_backend(ctx);
+		return SYS_REJECT; /* connect() fails at once (EPERM) instead of timing out */
+	}
+	struct lb4_backend_key bk = { .frontend_id = fe->id, .slot = bpf_get_prandom_u32() % fe->count };
+	struct lb4_backend *be = bpf_map_lookup_elem(&trellis_lb4_backends, &bk);
+	if (!be) {
+		counter_inc(COUNTER_LB_NO_BACKEND);
+		report_no_backend(ctx);
+		return SYS_REJECT;
+	}
+	struct lb4_revnat rn = {
+		.frontend_address = ctx->user_ip4,
+		.frontend_port = (__u16)ctx->user_port,
+		.backend_address = be->address,
+		.backend_port = be->port,
+	};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_update_elem(&trellis_lb4_sockets, &cookie, &rn, BPF_ANY);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = be->port;
+	counter_inc(COUNTER_LB_TRANSLATED);
+	return SYS_PROCEED;
+}
+
+/* Shows the service address instead of the backend's, for the socket that dialled it. */
+static __always_inline int reverse(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct lb4_revnat *rn = bpf_map_lookup_elem(&trellis_lb4_sockets, &cookie);
+	if (rn && rn->backend_address == ctx->user_ip4 && rn->backend_port == (__u16)ctx->user_port) {
+		ctx->user_ip4 = rn->frontend_address;
+		ctx->user_port = rn->frontend_port;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int sock4_connect(struct bpf_sock_addr *ctx)
+{
+	return translate(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return translate(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	return reverse(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	return reverse(ctx);
+}
