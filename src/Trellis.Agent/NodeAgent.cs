@@ -65,7 +65,7 @@ public sealed class NodeAgent : IDisposable
             _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
 
         _dp.SetAuditMode(_store.Get("config/policy-audit-mode") == "true");
-        var cgroupRoot = _opt.CgroupRootOverride ?? Path.Combine(CgroupMount(), "trellis", _opt.Node);
+        var cgroupRoot = _opt.CgroupRootOverride ?? Path.Combine(BpfFs.EnsureCgroup2(), "trellis", _opt.Node);
         Directory.CreateDirectory(cgroupRoot);
         _dp.AttachSocketLb(cgroupRoot);
         _services = new Services.ServiceManager(_store, _dp, _opt.ServiceCidr);
@@ -114,15 +114,6 @@ public sealed class NodeAgent : IDisposable
         Ipv4 = NetOrder.FromAddress(IPAddress.Parse(s.Ip)),
         Flags = flags,
     };
-
-    private static string CgroupMount()
-    {
-        var found = BpfFs.FindCgroup2Mount();
-        if (found is not null) return found;
-        const string fallback = "/run/trellis/cgroup2"; // hosts that mount only cgroup v1
-        BpfFs.MountCgroup2(fallback);
-        return fallback;
-    }
 
     private List<EndpointState> EndpointStates() => _endpoints.Values.Select(e => e.State).ToList();
 
@@ -461,7 +452,7 @@ public sealed class NodeAgent : IDisposable
             var p = _policies.All.FirstOrDefault(x => x.Stored.Name == name && x.Stored.Namespace == ns)
                 ?? throw AgentException.NotFound(ns is null ? $"no CiliumClusterwideNetworkPolicy named '{name}'" : $"no policy named '{name}' in namespace '{ns}'");
             var dto = new PolicyDto(p.Stored.Id, p.Stored.Kind, p.Stored.Name, p.Stored.Namespace, p.Resource.Rules.Count, p.Stored.FileName, p.Stored.AppliedAt);
-            return new PolicyDetailDto(dto, PolicyRepository.DocumentOf(p.Stored.Yaml, p.Resource.Location.Line));
+            return new PolicyDetailDto(dto, ManifestText.DocumentAt(p.Stored.Yaml, p.Resource.Location.Line));
         }
     }
 

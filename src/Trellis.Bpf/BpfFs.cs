@@ -45,6 +45,18 @@ public static unsafe class BpfFs
         }
     }
 
+    /// <summary>Where Trellis mounts cgroup2 on hosts that mount only cgroup v1.</summary>
+    public const string FallbackCgroup2Mount = "/run/trellis/cgroup2";
+
+    /// <summary>The cgroup2 mount (agent and lab must agree on it), mounting one if the host has only v1.</summary>
+    public static string EnsureCgroup2()
+    {
+        var found = FindCgroup2Mount();
+        if (found is not null) return found;
+        MountCgroup2(FallbackCgroup2Mount);
+        return FallbackCgroup2Mount;
+    }
+
     /// <summary>Where a cgroup2 hierarchy is mounted, read from /proc/self/mountinfo, or null.</summary>
     public static string? FindCgroup2Mount()
     {

@@ -5,16 +5,7 @@ namespace Trellis.Lab;
 /// <summary>Per-pod cgroup v2 directories under &lt;cgroup2&gt;/trellis/&lt;node&gt;/&lt;ns&gt;/&lt;pod&gt;.</summary>
 public static class Cgroups
 {
-    public const string FallbackMount = "/run/trellis/cgroup2";
-
-    /// <summary>The cgroup2 mount, mounting one if the host only has cgroup v1.</summary>
-    public static string Root()
-    {
-        var found = BpfFs.FindCgroup2Mount();
-        if (found is not null) return found;
-        BpfFs.MountCgroup2(FallbackMount);
-        return FallbackMount;
-    }
+    public static string Root() => BpfFs.EnsureCgroup2();
 
     public static string NodeDir(string node) => Path.Combine(Root(), "trellis", node);
     public static string PodDir(string node, string ns, string pod) => Path.Combine(NodeDir(node), ns, pod);

@@ -76,26 +76,15 @@ public sealed class LabRunner(LabOptions options)
         if (lab.Services is { Count: > 0 })
         {
             // The agent takes only Services from this text, so send just their documents.
-            var docs = lab.Services.Select(s => DocumentAt(lab.Text, s.Location.Line));
+            var docs = lab.Services.Select(s => ManifestText.DocumentAt(lab.Text, s.Location.Line));
             foreach (var s in await agent.ApplyServicesAsync(lab.Path, string.Join("\n---\n", docs), ct))
                 Say($"service {s.Namespace}/{s.Name}: {s.ClusterIp}");
         }
         if (lab.Policies.Count > 0)
         {
-            var r = await agent.ApplyPolicyAsync(lab.Path, string.Join("\n---\n", lab.Policies.Select(p => DocumentAt(lab.Text, p.Location.Line))), ct);
+            var r = await agent.ApplyPolicyAsync(lab.Path, string.Join("\n---\n", lab.Policies.Select(p => ManifestText.DocumentAt(lab.Text, p.Location.Line))), ct);
             Say($"applied {string.Join(", ", r.Applied)}");
         }
-    }
-
-    /// <summary>The YAML document of a multi-document text that contains <paramref name="line"/>.</summary>
-    internal static string DocumentAt(string text, int line)
-    {
-        var lines = text.Split('\n');
-        bool Sep(int i) => lines[i].TrimEnd('\r').StartsWith("---", StringComparison.Ordinal);
-        int start = Math.Clamp(line - 1, 0, lines.Length - 1), end = start;
-        while (start > 0 && !Sep(start - 1)) start--;
-        while (end < lines.Length - 1 && !Sep(end + 1)) end++;
-        return string.Join('\n', lines[start..(end + 1)]);
     }
 
     private static void RequireRoot()

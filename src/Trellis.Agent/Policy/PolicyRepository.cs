@@ -49,18 +49,6 @@ public sealed class PolicyRepository
         return applied;
     }
 
-    /// <summary>The text of the YAML document (of a multi-document file) that starts at or contains <paramref name="line"/>.</summary>
-    public static string DocumentOf(string yaml, int line)
-    {
-        var lines = yaml.Split('\n');
-        bool IsSeparator(int i) => lines[i].TrimEnd('\r').StartsWith("---", StringComparison.Ordinal);
-        int start = Math.Clamp(line - 1, 0, lines.Length - 1);
-        while (start > 0 && !IsSeparator(start - 1)) start--;
-        int end = Math.Clamp(line - 1, 0, lines.Length - 1);
-        while (end < lines.Length - 1 && !IsSeparator(end + 1)) end++;
-        return string.Join('\n', lines[start..(end + 1)]).Trim('\n') + "\n";
-    }
-
     /// <summary>Deletes by name in a namespace (CiliumNetworkPolicy) or cluster-wide (namespace null).</summary>
     public ActivePolicy? Delete(string? ns, string name)
     {

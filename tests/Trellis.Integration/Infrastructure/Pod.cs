@@ -37,26 +37,7 @@ public sealed class Pod(TestLab lab, string ns, string name)
 
     public Task<ExecResult> ExecAsync(params string[] command) => ExecAsync(TimeSpan.FromSeconds(10), command);
 
-    public async Task<ExecResult> ExecAsync(TimeSpan timeout, params string[] command)
-    {
-        using var p = Process.Start(StartInfo(command))!;
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        bool timedOut = false;
-        try
-        {
-            await p.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            timedOut = true;
-            p.Kill(entireProcessTree: true);
-            await p.WaitForExitAsync();
-        }
-        return new ExecResult(p.ExitCode, await stdout, await stderr, timedOut);
-    }
+    public Task<ExecResult> ExecAsync(TimeSpan timeout, params string[] command) => Processes.RunAsync(StartInfo(command), timeout);
 
     /// <summary>Connects over TCP (and closes at once): true when the handshake completes within <paramref name="timeoutSeconds"/>.</summary>
     public async Task<ExecResult> TcpConnectAsync(string ip, int port, int timeoutSeconds = 1) =>

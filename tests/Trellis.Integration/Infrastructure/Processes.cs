@@ -2,6 +2,28 @@ namespace Trellis.Integration.Infrastructure;
 
 public static class Processes
 {
+    /// <summary>Runs a process with captured output, killing it (and its children) after <paramref name="timeout"/>.</summary>
+    public static async Task<ExecResult> RunAsync(System.Diagnostics.ProcessStartInfo psi, TimeSpan timeout)
+    {
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        bool timedOut = false;
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            timedOut = true;
+            p.Kill(entireProcessTree: true);
+            await p.WaitForExitAsync();
+        }
+        return new ExecResult(p.ExitCode, await stdout, await stderr, timedOut);
+    }
+
     /// <summary>Whether the process still runs. A zombie leader counts as running while other threads of it
     /// still exit: they share its file descriptors (the agent's listening socket among them).</summary>
     public static bool IsRunning(int pid)

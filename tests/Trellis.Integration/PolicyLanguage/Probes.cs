@@ -49,23 +49,7 @@ public static class Probes
         psi.ArgumentList.Add($"--net={netnsPath}");
         psi.ArgumentList.Add("--");
         foreach (var a in command) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        bool timedOut = false;
-        try
-        {
-            await p.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            timedOut = true;
-            p.Kill(entireProcessTree: true);
-            await p.WaitForExitAsync();
-        }
-        return new ExecResult(p.ExitCode, await stdout, await stderr, timedOut);
+        return await Processes.RunAsync(psi, timeout);
     }
 
     public static Task<ExecResult> NodeConnectAsync(TestLab lab, string ip, int port, TimeSpan? timeout = null)
