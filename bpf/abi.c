@@ -19,5 +19,7 @@ struct lb4_frontend abi_lb4_frontend;
 struct lb4_backend_key abi_lb4_backend_key;
 struct lb4_backend abi_lb4_backend;
 struct lb4_revnat abi_lb4_revnat;
+struct lb4_affinity_key abi_lb4_affinity_key;
+struct lb4_affinity abi_lb4_affinity;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -56,11 +56,34 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 		return SYS_REJECT; /* connect() fails at once (EPERM) instead of timing out */
 	}
 	struct lb4_backend_key bk = { .frontend_id = fe->id, .slot = bpf_get_prandom_u32() % fe->count };
+	struct lb4_affinity_key ak = {};
+	struct lb4_affinity *aff = 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (fe->affinity_timeout_s) {
+		ak.netns_cookie = bpf_get_netns_cookie(ctx);
+		ak.frontend_id = fe->id;
+		aff = bpf_map_lookup_elem(&trellis_lb4_affinity, &ak);
+		if (aff && aff->slot < fe->count && now - aff->last_used_ns < (__u64)fe->affinity_timeout_s * 1000000000ULL)
+			bk.slot = aff->slot;
+		else
+			aff = 0;
+	}
 	struct lb4_backend *be = bpf_map_lookup_elem(&trellis_lb4_backends, &bk);
 	if (!be) {
 		counter_inc(COUNTER_LB_NO_BACKEND);
 		report_no_backend(ctx);
 		return SYS_REJECT;
+	}
+	if (fe->affinity_timeout_s) {
+		/* Keep the client on this backend (refreshing its timeout). If the remembered slot now holds
+		 * another pod (the backend set changed), the client simply stays with that pod from now on. */
+		struct lb4_affinity a = {
+			.last_used_ns = now,
+			.slot = bk.slot,
+			.backend_address = be->address,
+			.backend_port = be->port,
+		};
+		bpf_map_update_elem(&trellis_lb4_affinity, &ak, &a, BPF_ANY);
 	}
 	struct lb4_revnat rn = {
 		.frontend_address = ctx->user_ip4,

@@ -124,6 +124,25 @@ struct lb4_frontend_key {
 struct lb4_frontend {
 	__u32 id;    /* frontend id, the key prefix of its backend slots */
 	__u32 count; /* active backends */
+	__u32 affinity_timeout_s; /* sessionAffinity ClientIP: seconds a client keeps its backend; 0 = none */
+	__u32 pad;
+};
+
+/* sessionAffinity ClientIP: the client is the pod, named by its network namespace cookie (the socket
+ * hook runs before a source address is bound). */
+struct lb4_affinity_key {
+	__u64 netns_cookie;
+	__u32 frontend_id;
+	__u32 pad;
+};
+
+struct lb4_affinity {
+	__u64 last_used_ns;
+	__u32 slot;
+	__u32 backend_address; /* the backend the slot held; a changed slot ends the affinity */
+	__u16 backend_port;
+	__u16 pad;
+	__u32 pad2;
 };
 
 struct lb4_backend_key {
@@ -148,6 +167,7 @@ struct lb4_revnat {
 #define LB4_FRONTENDS_MAX 65536
 #define LB4_BACKENDS_MAX 262144
 #define LB4_SOCKETS_MAX 262144
+#define LB4_AFFINITY_MAX 65536
 
 /* counters: per-CPU, indexed by COUNTER_*. */
 #define COUNTER_EVENTS_LOST 0
@@ -240,6 +260,14 @@ struct {
 	__type(value, struct lb4_backend);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB4_AFFINITY_MAX);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb4_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lb4_affinity SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

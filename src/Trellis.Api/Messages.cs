@@ -128,6 +128,6 @@ public sealed record EndpointLabelsRequest(IReadOnlyDictionary<string, string?> 
 
 public sealed record ServiceBackendDto(string Pod, string Ip, int Port, string State);
 public sealed record ServicePortDto(string? Name, int Port, string Protocol, string TargetPort, IReadOnlyList<ServiceBackendDto> Backends);
-public sealed record ServiceDto(string Namespace, string Name, string Type, string ClusterIp, IReadOnlyList<ServicePortDto> Ports,
+public sealed record ServiceDto(string Namespace, string Name, string Type, string ClusterIp, string SessionAffinity, IReadOnlyList<ServicePortDto> Ports,
     IReadOnlyDictionary<string, string>? Selector);
 public sealed record ApplyServiceRequest(string FileName, string Yaml);

@@ -197,11 +197,28 @@ public struct Lb4FrontendKey : IEquatable<Lb4FrontendKey>
     public override readonly int GetHashCode() => HashCode.Combine(Address, PortBe, Proto);
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 8)]
+[StructLayout(LayoutKind.Explicit, Size = 16)]
 public struct Lb4Frontend
 {
     [FieldOffset(0)] public uint Id;
     [FieldOffset(4)] public uint Count;
+    [FieldOffset(8)] public uint AffinityTimeoutSeconds; // 0 = no session affinity
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+public struct Lb4AffinityKey
+{
+    [FieldOffset(0)] public ulong NetnsCookie;
+    [FieldOffset(8)] public uint FrontendId;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 24)]
+public struct Lb4Affinity
+{
+    [FieldOffset(0)] public ulong LastUsedNs;
+    [FieldOffset(8)] public uint Slot;
+    [FieldOffset(12)] public uint BackendAddress;
+    [FieldOffset(16)] public ushort BackendPortBe;
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 8)]

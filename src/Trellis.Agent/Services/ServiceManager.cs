@@ -124,7 +124,12 @@ public sealed class ServiceManager
                     _dp.Lb4Backends.Update(new Lb4BackendKey { FrontendId = frontendId, Slot = slot },
                         Lb4Backend.Of(NetOrder.FromAddress(IPAddress.Parse(ep.Ip)), target));
                 }
-                _dp.Lb4Frontends.Update(key, new Lb4Frontend { Id = frontendId, Count = (uint)backends.Count });
+                _dp.Lb4Frontends.Update(key, new Lb4Frontend
+                {
+                    Id = frontendId,
+                    Count = (uint)backends.Count,
+                    AffinityTimeoutSeconds = (uint)(svc.AffinityTimeoutSeconds ?? 0),
+                });
                 for (uint slot = (uint)backends.Count; slot < oldCount; slot++)
                     _dp.Lb4Backends.Delete(new Lb4BackendKey { FrontendId = frontendId, Slot = slot });
                 _installed[key] = (uint)backends.Count;
@@ -144,6 +149,7 @@ public sealed class ServiceManager
 
     public List<ServiceDto> List(IReadOnlyCollection<EndpointState> endpoints) =>
         All.Select(s => new ServiceDto(s.Stored.Namespace, s.Stored.Name, "ClusterIP", s.Stored.ClusterIp,
+            s.Resource.AffinityTimeoutSeconds is { } t ? $"ClientIP ({t}s)" : "None",
             s.Resource.Ports.Select(p => new ServicePortDto(p.Name, p.Port, p.Protocol.ToString().ToUpperInvariant(),
                 p.TargetPortName ?? p.TargetPort.ToString(),
                 Backends(s.Resource, p, endpoints).Select(b => new ServiceBackendDto($"{b.Endpoint.Namespace}/{b.Endpoint.Pod}", b.Endpoint.Ip, b.Port, "active")).ToList()))

@@ -59,10 +59,10 @@ internal static class ServiceCommands
                 Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(services, Trellis.Api.AgentClient.Json));
                 return 0;
             }
-            var t = new Table().AddColumns("SERVICE", "TYPE", "FRONTEND", "TARGET", "BACKENDS");
+            var t = new Table().AddColumns("SERVICE", "TYPE", "FRONTEND", "TARGET", "AFFINITY", "BACKENDS");
             foreach (var s in services)
                 foreach (var p in s.Ports)
-                    t.AddRow($"{s.Namespace}/{s.Name}", s.Type, $"{s.ClusterIp}:{p.Port}/{p.Protocol}", p.TargetPort,
+                    t.AddRow($"{s.Namespace}/{s.Name}", s.Type, $"{s.ClusterIp}:{p.Port}/{p.Protocol}", p.TargetPort, s.SessionAffinity,
                         p.Backends.Count == 0 ? "[red](none)[/]" : Markup.Escape(string.Join(Environment.NewLine, p.Backends.Select(b => $"{b.Ip}:{b.Port} ({b.Pod}, {b.State})"))));
             Global.Out.Write(t);
             return 0;

@@ -13,14 +13,14 @@ public static partial class ManifestParser
 
     private static readonly string[] ServiceSpecFields =
     [
-        "selector", "type", "clusterIP", "clusterIPs", "ports", "sessionAffinity",
+        "selector", "type", "clusterIP", "clusterIPs", "ports", "sessionAffinity", "sessionAffinityConfig",
         "internalTrafficPolicy", "externalTrafficPolicy", "ipFamilies", "ipFamilyPolicy",
     ];
 
     private static readonly string[] ServiceSpecUnsupported =
     [
         "externalIPs", "externalName", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
-        "allocateLoadBalancerNodePorts", "healthCheckNodePort", "sessionAffinityConfig", "publishNotReadyAddresses",
+        "allocateLoadBalancerNodePorts", "healthCheckNodePort", "publishNotReadyAddresses",
         "trafficDistribution",
     ];
 
@@ -41,7 +41,7 @@ public static partial class ManifestParser
         }
 
         var clusterIP = ParseClusterIP(ctx, spec);
-        CheckEnum(ctx, spec, "sessionAffinity", "None", ["ClientIP"]);
+        var affinity = ParseAffinity(ctx, spec);
         CheckEnum(ctx, spec, "internalTrafficPolicy", "Cluster", ["Local"]);
         CheckEnum(ctx, spec, "externalTrafficPolicy", "Cluster", ["Local"]);
         CheckEnum(ctx, spec, "ipFamilyPolicy", "SingleStack", ["PreferDualStack", "RequireDualStack"]);
@@ -59,7 +59,39 @@ public static partial class ManifestParser
         var selector = ParseLabels(ctx, spec, "selector");
         return new ServiceResource(meta.Name, meta.Namespace!,
             selector.Count == 0 ? null : selector, // Labels: an ordinal, value-equal dictionary
-            clusterIP, ParseServicePorts(ctx, spec), ctx.Location(doc.Node));
+            clusterIP, ParseServicePorts(ctx, spec), ctx.Location(doc.Node), affinity);
+    }
+
+    /// <summary>sessionAffinity None (default) or ClientIP with sessionAffinityConfig.clientIP.timeoutSeconds
+    /// (1..86400, default 10800), as the Kubernetes API validates it. Returns the timeout, or null for None.</summary>
+    private static int? ParseAffinity(ParseContext ctx, MapReader spec)
+    {
+        var mode = spec.String("sessionAffinity") ?? "None";
+        if (mode is not ("None" or "ClientIP"))
+            throw ctx.Error(spec.Get("sessionAffinity")!, spec.Field("sessionAffinity"), $"invalid sessionAffinity \"{mode}\": use None or ClientIP (case-sensitive)");
+        var configNode = spec.Get("sessionAffinityConfig");
+        if (mode == "None")
+        {
+            if (configNode is not null && !ParseContext.IsNull(configNode))
+                throw ctx.Error(configNode, spec.Field("sessionAffinityConfig"), "sessionAffinityConfig needs sessionAffinity: ClientIP");
+            return null;
+        }
+        int timeout = 10800;
+        if (configNode is not null && !ParseContext.IsNull(configNode))
+        {
+            var config = new MapReader(ctx, configNode, spec.Field("sessionAffinityConfig"), ["clientIP"]);
+            if (config.Get("clientIP") is { } clientNode && !ParseContext.IsNull(clientNode))
+            {
+                var client = new MapReader(ctx, clientNode, config.Field("clientIP"), ["timeoutSeconds"]);
+                if (client.Get("timeoutSeconds") is { } tNode)
+                {
+                    var text = client.String("timeoutSeconds");
+                    if (!int.TryParse(text, out timeout) || timeout is < 1 or > 86400)
+                        throw ctx.Error(tNode, client.Field("timeoutSeconds"), $"'{text}' is not a number of seconds from 1 to 86400");
+                }
+            }
+        }
+        return timeout;
     }
 
     /// <summary>A field with one accepted value, some known-but-unsupported ones, and nothing else.</summary>

@@ -24,8 +24,9 @@ public sealed record ContainerPort(string? Name, ushort Port, L4Proto Protocol);
 /// or empty spec.selector: Kubernetes then creates no endpoints, they are given elsewhere). <paramref name="ClusterIP"/>
 /// is null when the manifest leaves it to be allocated.
 /// </summary>
+/// <param name="AffinityTimeoutSeconds">sessionAffinity ClientIP: how long a client keeps its backend; null = no affinity.</param>
 public sealed record ServiceResource(string Name, string Namespace, IReadOnlyDictionary<string, string>? Selector, string? ClusterIP,
-    IReadOnlyList<ServicePort> Ports, SourceLocation Location)
+    IReadOnlyList<ServicePort> Ports, SourceLocation Location, int? AffinityTimeoutSeconds = null)
     : Resource(ResourceKinds.Service, Name, Namespace, Location);
 
 /// <summary>

@@ -63,6 +63,16 @@ public sealed class ServiceLoadBalancingTests
         ---
         apiVersion: v1
         kind: Service
+        metadata: {name: sticky, namespace: shop}
+        spec:
+          selector: {app: web}
+          clusterIP: 10.96.7.9
+          sessionAffinity: ClientIP
+          sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+          ports: [{name: http, port: 80, targetPort: http}]
+        ---
+        apiVersion: v1
+        kind: Service
         metadata: {name: empty, namespace: shop}
         spec:
           selector: {app: nobody}
@@ -74,17 +84,18 @@ public sealed class ServiceLoadBalancingTests
     private const string Probe = """
         import socket, sys, collections
         counts = collections.Counter()
+        vip = sys.argv[2] if len(sys.argv) > 2 else "10.96.7.7"
         for _ in range(int(sys.argv[1])):
-            s = socket.create_connection(("10.96.7.7", 80), 2)
-            assert s.getpeername() == ("10.96.7.7", 80), s.getpeername()
+            s = socket.create_connection((vip, 80), 2)
+            assert s.getpeername() == (vip, 80), s.getpeername()
             counts[s.recv(64).decode().strip()] += 1
             s.close()
         print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         """;
 
-    private static async Task<Dictionary<string, int>> Distribution(Pod client, int n)
+    private static async Task<Dictionary<string, int>> Distribution(Pod client, int n, string vip = "10.96.7.7")
     {
-        var r = await client.ExecAsync(TimeSpan.FromSeconds(60), "python3", "-c", Probe, n.ToString());
+        var r = await client.ExecAsync(TimeSpan.FromSeconds(60), "python3", "-c", Probe, n.ToString(), vip);
         Assert.True(r.ExitCode == 0, $"probe failed: {r.Stdout} {r.Stderr}");
         return r.Stdout.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries)
             .Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => int.Parse(kv[1]));
@@ -114,6 +125,22 @@ public sealed class ServiceLoadBalancingTests
 
         var status = await lab.Agent.StatusAsync();
         Assert.True(status.ServiceConnectsTranslated >= 360);
+    }
+
+    [Fact]
+    public async Task ClientIP_affinity_keeps_a_client_on_one_backend_while_others_spread()
+    {
+        await using var lab = await TestLab.UpAsync(Lab);
+        foreach (var p in new[] { "web-1", "web-2", "web-3" })
+            await lab.Pod("shop", p).WaitListeningAsync(8080);
+        var sticky = Assert.Single(await lab.Agent.ServicesAsync(), s => s.Name == "sticky");
+        Assert.Equal("ClientIP (600s)", sticky.SessionAffinity);
+
+        // 60 connections from one pod: by chance alone all on one of 3 backends has probability 3^-59.
+        var d = await Distribution(lab.Pod("shop", "client"), 60, "10.96.7.9");
+        Assert.Equal(60, Assert.Single(d).Value);
+        // The same client without affinity (the other service) still spreads.
+        Assert.True((await Distribution(lab.Pod("shop", "client"), 60)).Count > 1);
     }
 
     [Fact]

@@ -129,14 +129,14 @@ public class ServiceParserTests
         { "  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10, 10.96.0.11]\n" + OnePort, 8, 28, "spec.clusterIPs[1]", "dual-stack) is not supported yet" },
         { "  clusterIPs: [10.96.0.10]\n" + OnePort, 7, 16, "spec.clusterIPs[0]", "spec.clusterIP is not set" },
         { "  clusterIPs: [None]\n" + OnePort, 7, 16, "spec.clusterIPs[0]", "headless services are not supported yet" },
-        { "  sessionAffinity: ClientIP\n" + OnePort, 7, 20, "spec.sessionAffinity", "sessionAffinity ClientIP is not supported yet" },
+        { "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 5}}\n" + OnePort, 7, 26, "spec.sessionAffinityConfig", "needs sessionAffinity: ClientIP" },
+        { "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\n" + OnePort, 8, 54, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "from 1 to 86400" },
         { "  sessionAffinity: Sticky\n" + OnePort, 7, 20, "spec.sessionAffinity", "invalid sessionAffinity \"Sticky\": use None or ClientIP" },
         { "  internalTrafficPolicy: Local\n" + OnePort, 7, 26, "spec.internalTrafficPolicy", "internalTrafficPolicy Local is not supported yet" },
         { "  externalTrafficPolicy: Local\n" + OnePort, 7, 26, "spec.externalTrafficPolicy", "externalTrafficPolicy Local is not supported yet" },
         { "  ipFamilies: [IPv6]\n" + OnePort, 7, 16, "spec.ipFamilies[0]", "IPv6 is not supported yet" },
         { "  ipFamilies: [IPv4, IPv6]\n" + OnePort, 7, 22, "spec.ipFamilies[1]", "dual-stack services are not supported yet" },
         { "  ipFamilyPolicy: RequireDualStack\n" + OnePort, 7, 19, "spec.ipFamilyPolicy", "ipFamilyPolicy RequireDualStack is not supported yet" },
-        { "  sessionAffinityConfig: {}\n" + OnePort, 7, 3, "spec.sessionAffinityConfig", "sessionAffinityConfig is not supported yet" },
         { "  externalIPs: [1.2.3.4]\n" + OnePort, 7, 3, "spec.externalIPs", "externalIPs is not supported yet" },
         { "  selectr: {app: web}\n" + OnePort, 7, 3, "spec.selectr", "unknown field \"selectr\"; did you mean \"selector\"?" },
         { "  selector: {app: -bad}\n" + OnePort, 7, 19, "spec.selector.app", "label value \"-bad\" is invalid" },
@@ -178,5 +178,13 @@ public class ServiceParserTests
         AssertError(Fails("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"), 1, 1, "spec", "spec is required");
         AssertError(Fails("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n" + OnePort + "status: {}\n"),
             7, 1, "status", "unknown field \"status\"");
+    }
+
+    [Fact]
+    public void ClientIP_affinity_defaults_to_three_hours_and_takes_the_configured_timeout()
+    {
+        Assert.Null(Parse(Head + OnePort).AffinityTimeoutSeconds);
+        Assert.Equal(10800, Parse(Head + "  sessionAffinity: ClientIP\n" + OnePort).AffinityTimeoutSeconds);
+        Assert.Equal(60, Parse(Head + "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n" + OnePort).AffinityTimeoutSeconds);
     }
 }
