@@ -20,6 +20,8 @@ public sealed class ServiceManager
     private readonly int _prefix;
     private readonly Dictionary<string, (StoredService Stored, ServiceResource Resource)> _services = new();
     private readonly Dictionary<Lb4FrontendKey, uint> _installed = new(); // frontend -> backend count in the maps
+    private readonly HashSet<string> _usedIps = new();
+    private uint _nextId = 1;
 
     public string Cidr { get; }
 
@@ -34,6 +36,8 @@ public sealed class ServiceManager
             var s = JsonSerializer.Deserialize<StoredService>(json)!;
             var r = ManifestParser.Parse(s.Yaml, s.FileName).OfType<ServiceResource>().First(x => x.Name == s.Name && x.Namespace == s.Namespace);
             _services[$"{s.Namespace}/{s.Name}"] = (s, r);
+            _usedIps.Add(s.ClusterIp);
+            _nextId = Math.Max(_nextId, s.Id + 1);
         }
         // Frontends an earlier agent installed: known so that Sync can remove stale ones.
         foreach (var k in dp.Lb4Frontends.Keys<Lb4FrontendKey>())
@@ -52,13 +56,16 @@ public sealed class ServiceManager
         {
             if (old.Stored is not null && old.Stored.ClusterIp != wanted)
                 throw AgentException.Conflict($"service {key}: spec.clusterIP is immutable (it is {old.Stored.ClusterIp})");
-            var owner = _services.Values.FirstOrDefault(s => s.Stored.ClusterIp == wanted && $"{s.Stored.Namespace}/{s.Stored.Name}" != key);
-            if (owner.Stored is not null)
+            if (_usedIps.Contains(wanted) && old.Stored?.ClusterIp != wanted)
+            {
+                var owner = _services.Values.First(s => s.Stored.ClusterIp == wanted);
                 throw AgentException.Conflict($"service {key}: clusterIP {wanted} is already used by {owner.Stored.Namespace}/{owner.Stored.Name}");
+            }
             ip = wanted;
         }
         else ip = old.Stored?.ClusterIp ?? NextIp();
-        var id = old.Stored?.Id ?? (_services.Count == 0 ? 1 : _services.Values.Max(s => s.Stored.Id) + 1);
+        var id = old.Stored?.Id ?? _nextId++;
+        _usedIps.Add(ip);
         var stored = new StoredService(id, svc.Name, svc.Namespace!, ip, fileName, yaml, DateTimeOffset.UtcNow);
         _store.Put($"services/{key}", JsonSerializer.Serialize(stored));
         _services[key] = (stored, svc);
@@ -67,14 +74,15 @@ public sealed class ServiceManager
 
     public bool Delete(string ns, string name)
     {
-        if (!_services.Remove($"{ns}/{name}")) return false;
+        if (!_services.Remove($"{ns}/{name}", out var gone)) return false;
+        _usedIps.Remove(gone.Stored.ClusterIp);
         _store.Delete($"services/{ns}/{name}");
         return true;
     }
 
     private string NextIp()
     {
-        var used = _services.Values.Select(s => s.Stored.ClusterIp).ToHashSet();
+        var used = _usedIps;
         uint size = 1u << (32 - _prefix);
         for (uint i = 1; i < size - 1; i++)
         {
@@ -85,12 +93,36 @@ public sealed class ServiceManager
         throw AgentException.Conflict($"service CIDR {Cidr} is exhausted");
     }
 
+    /// <summary>Endpoints by (namespace, label, value), so a selector looks at the pods carrying one of
+    /// its labels instead of every pod (services x endpoints would not scale).</summary>
+    public sealed class EndpointIndex
+    {
+        private readonly Dictionary<(string Ns, string Key, string Value), List<EndpointState>> _byLabel = new();
+
+        public EndpointIndex(IEnumerable<EndpointState> endpoints)
+        {
+            foreach (var e in endpoints.OrderBy(e => e.Ip, StringComparer.Ordinal))
+                foreach (var (k, v) in e.Labels)
+                {
+                    if (!_byLabel.TryGetValue((e.Namespace, k, v), out var list))
+                        _byLabel[(e.Namespace, k, v)] = list = new List<EndpointState>();
+                    list.Add(e);
+                }
+        }
+
+        public IEnumerable<EndpointState> Candidates(string ns, IReadOnlyDictionary<string, string> selector)
+        {
+            var first = selector.First();
+            return _byLabel.TryGetValue((ns, first.Key, first.Value), out var list) ? list : [];
+        }
+    }
+
     /// <summary>The backends of one service port: ready endpoints its selector picks, with the target port resolved.</summary>
-    public static List<(EndpointState Endpoint, ushort Port)> Backends(ServiceResource svc, ServicePort port, IEnumerable<EndpointState> endpoints)
+    public static List<(EndpointState Endpoint, ushort Port)> Backends(ServiceResource svc, ServicePort port, EndpointIndex endpoints)
     {
         var result = new List<(EndpointState, ushort)>();
         if (svc.Selector is null) return result;
-        foreach (var e in endpoints.Where(e => e.Namespace == svc.Namespace).OrderBy(e => e.Ip, StringComparer.Ordinal))
+        foreach (var e in endpoints.Candidates(svc.Namespace!, svc.Selector))
         {
             if (!svc.Selector.All(kv => e.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)) continue;
             ushort target = port.TargetPortName is { } name
@@ -104,8 +136,9 @@ public sealed class ServiceManager
     /// <summary>Makes the load balancer's maps match the services and the endpoints. Growth writes the new
     /// slots before raising the count; shrinking lowers the count before removing slots, so a connect never
     /// picks an empty slot.</summary>
-    public void Sync(IReadOnlyCollection<EndpointState> endpoints)
+    public void Sync(IReadOnlyCollection<EndpointState> all)
     {
+        var endpoints = new EndpointIndex(all);
         var wanted = new HashSet<Lb4FrontendKey>();
         foreach (var (stored, svc) in _services.Values)
         {
@@ -147,12 +180,15 @@ public sealed class ServiceManager
         }
     }
 
-    public List<ServiceDto> List(IReadOnlyCollection<EndpointState> endpoints) =>
-        All.Select(s => new ServiceDto(s.Stored.Namespace, s.Stored.Name, "ClusterIP", s.Stored.ClusterIp,
+    public List<ServiceDto> List(IReadOnlyCollection<EndpointState> all)
+    {
+        var endpoints = new EndpointIndex(all);
+        return All.Select(s => new ServiceDto(s.Stored.Namespace, s.Stored.Name, "ClusterIP", s.Stored.ClusterIp,
             s.Resource.AffinityTimeoutSeconds is { } t ? $"ClientIP ({t}s)" : "None",
             s.Resource.Ports.Select(p => new ServicePortDto(p.Name, p.Port, p.Protocol.ToString().ToUpperInvariant(),
                 p.TargetPortName ?? p.TargetPort.ToString(),
                 Backends(s.Resource, p, endpoints).Select(b => new ServiceBackendDto($"{b.Endpoint.Namespace}/{b.Endpoint.Pod}", b.Endpoint.Ip, b.Port, "active")).ToList()))
                 .ToList(),
             s.Resource.Selector)).ToList();
+    }
 }
