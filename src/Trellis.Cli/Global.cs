@@ -63,6 +63,22 @@ internal static class Global
         return c;
     }
 
+    /// <summary>The `-o table|json` option list commands share.</summary>
+    public static Option<string> OutputOption()
+    {
+        var o = new Option<string>("--output", "-o") { Description = "table or json", DefaultValueFactory = _ => "table" };
+        o.AcceptOnlyFromAmong("table", "json");
+        return o;
+    }
+
+    /// <summary>Prints <paramref name="value"/> as JSON when -o json was asked for; false means draw the table.</summary>
+    public static bool PrintedJson<T>(ParseResult r, Option<string> output, T value)
+    {
+        if (r.GetValue(output) != "json") return false;
+        Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(value, AgentClient.Json));
+        return true;
+    }
+
     /// <summary>How to start this same program again (for `lab up` starting the agent).</summary>
     public static IReadOnlyList<string> SelfCommand()
     {

@@ -41,8 +41,7 @@ internal static class ServiceCommands
 
     private static Command List()
     {
-        var output = new Option<string>("--output", "-o") { Description = "table or json", DefaultValueFactory = _ => "table" };
-        output.AcceptOnlyFromAmong("table", "json");
+        var output = Global.OutputOption();
         var cmd = new Command("list", """
             List services: each frontend (service IP, port, protocol) and its backends with their state.
 
@@ -54,11 +53,7 @@ internal static class ServiceCommands
         {
             using var c = Global.Client(r);
             var services = await c.ServicesAsync(ct);
-            if (r.GetValue(output) == "json")
-            {
-                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(services, Trellis.Api.AgentClient.Json));
-                return 0;
-            }
+            if (Global.PrintedJson(r, output, services)) return 0;
             var t = new Table().AddColumns("SERVICE", "TYPE", "FRONTEND", "TARGET", "AFFINITY", "BACKENDS");
             foreach (var s in services)
                 foreach (var p in s.Ports)

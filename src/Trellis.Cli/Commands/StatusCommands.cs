@@ -50,18 +50,13 @@ internal static class StatusCommands
             Example:
               trellis endpoint list
             """);
-        var output = new Option<string>("--output", "-o") { Description = "table or json", DefaultValueFactory = _ => "table" };
-        output.AcceptOnlyFromAmong("table", "json");
+        var output = Global.OutputOption();
         list.Options.Add(output);
         list.SetAction((r, ct) => Global.Run(async () =>
         {
             using var c = Global.Client(r);
             var eps = await c.EndpointsAsync(ct);
-            if (r.GetValue(output) == "json")
-            {
-                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(eps, Trellis.Api.AgentClient.Json));
-                return 0;
-            }
+            if (Global.PrintedJson(r, output, eps)) return 0;
             var t = new Table().AddColumns("ID", "NAMESPACE", "POD", "IPv4", "IDENTITY", "INGRESS ENFORCED", "EGRESS ENFORCED", "AUDIT", "INTERFACE", "STATUS", "LABELS");
             foreach (var e in eps)
                 t.AddRow(e.Id.ToString(), e.Namespace, e.Pod, e.Ip, e.Identity.ToString(), Enf(e.IngressEnforced), Enf(e.EgressEnforced), e.PolicyAuditMode ? "on" : "off", e.Ifname, e.State,

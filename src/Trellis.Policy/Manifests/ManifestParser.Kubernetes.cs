@@ -139,17 +139,7 @@ public static partial class ManifestParser
     private static PortProtocol ParseK8sPort(ParseContext ctx, YamlNode node, string path)
     {
         var pp = new MapReader(ctx, node, path, K8sPortFields);
-        var protocol = L4Proto.Tcp; // Kubernetes default
-        if (pp.String("protocol") is { } protoText)
-        {
-            protocol = protoText switch
-            {
-                "TCP" => L4Proto.Tcp,
-                "UDP" => L4Proto.Udp,
-                "SCTP" => L4Proto.Sctp,
-                _ => throw ctx.Error(pp.Get("protocol")!, pp.Field("protocol"), $"invalid protocol \"{protoText}\": use TCP, UDP or SCTP (case-sensitive)"),
-            };
-        }
+        var protocol = KubernetesProtocol(ctx, pp);
 
         ushort port = 0;
         string? name = null;

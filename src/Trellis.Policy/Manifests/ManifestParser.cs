@@ -218,19 +218,22 @@ public static partial class ManifestParser
             if (portNode is not YamlScalarNode { Value: { } text } || !int.TryParse(text, out var port) || port is < 1 or > 65535)
                 throw ctx.Error(portNode, p.Field("containerPort"), $"containerPort must be a number from 1 to 65535, found {ParseContext.Describe(portNode)}");
 
-            var protocol = L4Proto.Tcp;
-            if (p.String("protocol") is { } proto)
-            {
-                protocol = proto switch
-                {
-                    "TCP" => L4Proto.Tcp,
-                    "UDP" => L4Proto.Udp,
-                    "SCTP" => L4Proto.Sctp,
-                    _ => throw ctx.Error(p.Get("protocol")!, p.Field("protocol"), $"invalid protocol \"{proto}\": use TCP, UDP or SCTP (case-sensitive)"),
-                };
-            }
+            var protocol = KubernetesProtocol(ctx, p);
             result.Add(new ContainerPort(p.String("name"), (ushort)port, protocol));
         }
         return result.ToArray();
+    }
+
+    /// <summary>A Kubernetes `protocol` field (container ports, NetworkPolicy ports): TCP (the default), UDP or SCTP.</summary>
+    private static L4Proto KubernetesProtocol(ParseContext ctx, MapReader r)
+    {
+        if (r.String("protocol") is not { } text) return L4Proto.Tcp;
+        return text switch
+        {
+            "TCP" => L4Proto.Tcp,
+            "UDP" => L4Proto.Udp,
+            "SCTP" => L4Proto.Sctp,
+            _ => throw ctx.Error(r.Get("protocol")!, r.Field("protocol"), $"invalid protocol \"{text}\": use TCP, UDP or SCTP (case-sensitive)"),
+        };
     }
 }
