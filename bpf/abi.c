@@ -21,5 +21,7 @@ struct lb4_backend abi_lb4_backend;
 struct lb4_revnat abi_lb4_revnat;
 struct lb4_affinity_key abi_lb4_affinity_key;
 struct lb4_affinity abi_lb4_affinity;
+struct lb4_nat_key abi_lb4_nat_key;
+struct lb4_nat abi_lb4_nat;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

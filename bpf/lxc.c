@@ -12,6 +12,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/events.h"
+#include "lib/lb.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -23,17 +24,59 @@ static __always_inline __u32 ipcache_identity(__u32 addr)
 }
 
 static __always_inline int drop_policy(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
-				       __u32 dst_id, __u8 reason, __u8 dir, __u32 policy_id)
+				       __u32 dst_id, __u8 reason, __u8 dir, __u32 policy_id, __u32 frontend_id)
 {
 	counter_inc(COUNTER_DROPPED);
-	emit_flow(skb, p, ep_id, src_id, dst_id, VERDICT_DROPPED, reason, dir, 0, policy_id);
+	emit_flow_lb(skb, p, ep_id, src_id, dst_id, VERDICT_DROPPED, reason, dir, 0, policy_id, frontend_id);
 	return TC_ACT_SHOT;
 }
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
 				__u32 dst_id, __u8 reason, __u8 dir)
 {
-	return drop_policy(skb, p, ep_id, src_id, dst_id, reason, dir, 0);
+	return drop_policy(skb, p, ep_id, src_id, dst_id, reason, dir, 0, 0);
+}
+
+/* The frontend a new inbound flow was DNATed from by bpf/netdev.c, or 0. Once per flow, not per packet. */
+static __always_inline __u32 nat_frontend(const struct pkt *p)
+{
+	if (p->proto != IPPROTO_TCP_ && p->proto != IPPROTO_UDP_)
+		return 0;
+	struct lb4_nat_key k = {
+		.saddr = p->daddr,
+		.daddr = p->saddr,
+		.sport = bpf_htons(p->dport),
+		.dport = bpf_htons(p->sport),
+		.proto = p->proto,
+		.dir = LB4_NAT_REVERSE,
+	};
+	struct lb4_nat *n = bpf_map_lookup_elem(&trellis_lb4_nat, &k);
+	return n ? n->frontend_id : 0;
+}
+
+/* A reply of a DNATed flow leaves the pod: its source becomes the address and port the client dialled. */
+static __always_inline int reverse_nat(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct lb4_nat_key k = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = bpf_htons(p->sport),
+		.dport = bpf_htons(p->dport),
+		.proto = p->proto,
+		.dir = LB4_NAT_REVERSE,
+	};
+	struct lb4_nat *n = bpf_map_lookup_elem(&trellis_lb4_nat, &k);
+	if (!n)
+		return TC_ACT_OK; /* evicted: the client sees the backend's address and resets; nothing better to do */
+	if (lb4_rewrite(skb, p, 0, p->saddr, n->address, bpf_htons(p->sport), n->port))
+		return TC_ACT_SHOT;
+	counter_inc(COUNTER_LB_NAT);
+	/* The reply now comes from a node address: the stack would drop it as a martian (a local source arriving
+	 * from outside), so hand it straight to the device the request came in on; the kernel resolves the next
+	 * hop (bpf_redirect_neigh), as Cilium's NodePort path does. */
+	if (!n->ifindex)
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(n->ifindex, 0, 0, 0);
 }
 
 static __always_inline int audit_mode(const struct endpoint_info *ep)
@@ -85,8 +128,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	enum ct_result ctr = ct_lookup(&p, dir, &ct);
 	if (ctr == CT_REPLY) {
 		counter_inc(COUNTER_FORWARDED);
+		if (ct->lb_nat && dir == DIR_EGRESS)
+			return reverse_nat(skb, &p);
 		return TC_ACT_OK;
 	}
+
+	/* A new flow the TC load balancer DNATed (NodePort): its replies need their source translated back, and
+	 * its flow records name the service. Looked up once per flow, not per packet. */
+	__u32 frontend_id = ctr == CT_NEW && dir == DIR_INGRESS ? nat_frontend(&p) : 0;
 
 	/* Original direction, new or established: policy applies to every packet,
 	 * so removing a rule cuts flows it used to allow. */
@@ -101,7 +150,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			reason = 0;
 		if (reason) {
 			if (!audit_mode(ep))
-				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, reason, dir, policy_id);
+				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, reason, dir, policy_id, frontend_id);
 			/* Audit: the would-be drop passes and is reported once per flow. */
 			verdict = VERDICT_AUDIT;
 		}
@@ -110,8 +159,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	counter_inc(verdict == VERDICT_AUDIT ? COUNTER_AUDIT : COUNTER_FORWARDED);
 	if (ctr == CT_NEW) {
 		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
-		ct_create(&p, dir, src_id, policy_id);
-		emit_flow(skb, &p, ep->ep_id, src_id, dst_id, verdict, reason, dir, 0, policy_id);
+		ct_create(&p, dir, src_id, policy_id, frontend_id != 0);
+		emit_flow_lb(skb, &p, ep->ep_id, src_id, dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
 	}
 	return TC_ACT_OK;
 }

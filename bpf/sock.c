@@ -21,7 +21,10 @@ static __always_inline void counter_inc(__u32 idx)
 		*c += 1;
 }
 
-static __always_inline void report_no_backend(struct bpf_sock_addr *ctx)
+/* A socket event: the client is named by its cgroup (the agent knows each pod's), since an unbound socket
+ * has no source address yet. TRANSLATED carries the backend chosen; DROPPED the service address dialled. */
+static __always_inline void report(struct bpf_sock_addr *ctx, __u32 addr, __u16 port, __u32 frontend_id, __u8 verdict,
+				   __u8 reason)
 {
 	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
 	if (!e) {
@@ -30,13 +33,20 @@ static __always_inline void report_no_backend(struct bpf_sock_addr *ctx)
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
-	e->daddr = ctx->user_ip4;
-	e->dport = bpf_ntohs((__u16)ctx->user_port);
+	e->daddr = addr;
+	e->dport = bpf_ntohs(port);
 	e->proto = ctx->protocol;
-	e->verdict = VERDICT_DROPPED;
-	e->reason = REASON_NO_SERVICE_BACKEND;
+	e->verdict = verdict;
+	e->reason = reason;
 	e->dir = DIR_EGRESS;
+	e->frontend_id = frontend_id;
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void report_no_backend(struct bpf_sock_addr *ctx, __u32 frontend_id)
+{
+	report(ctx, ctx->user_ip4, (__u16)ctx->user_port, frontend_id, VERDICT_DROPPED, REASON_NO_SERVICE_BACKEND);
 }
 
 /* Picks a backend for a service address; returns SYS_REJECT when the service has none. */
@@ -52,7 +62,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 		return SYS_PROCEED; /* not a service address */
 	if (fe->count == 0) {
 		counter_inc(COUNTER_LB_NO_BACKEND);
-		report_no_backend(ctx);
+		report_no_backend(ctx, fe->id);
 		return SYS_REJECT; /* connect() fails at once (EPERM) instead of timing out */
 	}
 	struct lb4_backend_key bk = { .frontend_id = fe->id, .slot = bpf_get_prandom_u32() % fe->count };
@@ -71,7 +81,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 	struct lb4_backend *be = bpf_map_lookup_elem(&trellis_lb4_backends, &bk);
 	if (!be) {
 		counter_inc(COUNTER_LB_NO_BACKEND);
-		report_no_backend(ctx);
+		report_no_backend(ctx, fe->id);
 		return SYS_REJECT;
 	}
 	if (fe->affinity_timeout_s) {
@@ -92,7 +102,14 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 		.backend_port = be->port,
 	};
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_update_elem(&trellis_lb4_sockets, &cookie, &rn, BPF_ANY);
+	struct lb4_revnat *old = bpf_map_lookup_elem(&trellis_lb4_sockets, &cookie);
+	/* One event per connection, not per datagram: an unconnected UDP socket sending to the same backend
+	 * again is not news. */
+	if (!old || old->frontend_address != rn.frontend_address || old->frontend_port != rn.frontend_port ||
+	    old->backend_address != rn.backend_address || old->backend_port != rn.backend_port) {
+		bpf_map_update_elem(&trellis_lb4_sockets, &cookie, &rn, BPF_ANY);
+		report(ctx, be->address, be->port, fe->id, VERDICT_TRANSLATED, REASON_NONE);
+	}
 	ctx->user_ip4 = be->address;
 	ctx->user_port = be->port;
 	counter_inc(COUNTER_LB_TRANSLATED);

@@ -8,6 +8,7 @@
 #define VERDICT_AUDIT 3
 #define VERDICT_REDIRECTED 4
 #define VERDICT_ERROR 5
+#define VERDICT_TRANSLATED 6 /* a socket was load-balanced to a backend (trace event, not a packet verdict) */
 
 #define REASON_NONE 0
 #define REASON_POLICY_DENIED 1      /* no rule allows the flow */

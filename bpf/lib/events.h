@@ -12,8 +12,9 @@ static __always_inline void counter_inc(__u32 idx)
 		*c += 1; /* per-CPU: no atomics needed */
 }
 
-static __always_inline void emit_flow(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
-				      __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id)
+static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
+					 __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id,
+					 __u32 frontend_id)
 {
 	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
 	if (!e) {
@@ -40,6 +41,13 @@ static __always_inline void emit_flow(struct __sk_buff *skb, const struct pkt *p
 	e->pad[1] = 0;
 	e->policy_id = policy_id;
 	e->pkt_len = p->len;
-	e->pad2 = 0;
+	e->frontend_id = frontend_id;
+	e->cgroup_id = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit_flow(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
+				      __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id)
+{
+	emit_flow_lb(skb, p, ep_id, src_id, dst_id, verdict, reason, dir, is_reply, policy_id, 0);
 }

@@ -80,7 +80,8 @@ struct ct_entry {
 	__u8 tx_closing; /* FIN/RST seen in the original direction */
 	__u8 rx_closing; /* FIN/RST seen in the reply direction */
 	__u8 seen_reply;
-	__u8 pad[5];
+	__u8 lb_nat; /* the flow was DNATed by the TC load balancer: replies get their source translated back */
+	__u8 pad[4];
 };
 
 /* Lifetimes (ns), as Cilium's defaults. */
@@ -109,11 +110,14 @@ struct flow_event {
 	__u8 pad[2];
 	__u32 policy_id;
 	__u32 pkt_len;
-	__u32 pad2;
+	__u32 frontend_id; /* service frontend the flow was load-balanced through (TRANSLATED events, NodePort DNAT); 0 = none */
+	__u64 cgroup_id;   /* socket events: cgroup of the calling task (names the pod before it has a source address) */
 };
 
-/* Service load balancing at the socket layer (bpf/sock.c). A frontend is one (service IP, port,
- * protocol); its active backends sit in slots 0..count-1 of trellis_lb4_backends. */
+/* Service load balancing, at the socket layer (bpf/sock.c: connect-time, for local sockets) and per packet
+ * (bpf/netdev.c: DNAT/reverse-NAT at TC, for traffic from outside the node). A frontend is one (address,
+ * port, protocol): a ClusterIP port, or a NodePort on one node address. Its selectable backends sit in
+ * slots 0..count-1 of trellis_lb4_backends. */
 struct lb4_frontend_key {
 	__u32 address; /* network byte order */
 	__u16 port;    /* network byte order */
@@ -125,8 +129,10 @@ struct lb4_frontend {
 	__u32 id;    /* frontend id, the key prefix of its backend slots */
 	__u32 count; /* active backends */
 	__u32 affinity_timeout_s; /* sessionAffinity ClientIP: seconds a client keeps its backend; 0 = none */
-	__u32 pad;
+	__u32 flags;              /* LB4_F_* */
 };
+#define LB4_F_EXTERNAL 1 /* reachable from outside the node: translated per packet by bpf/netdev.c (NodePort) */
+#define LB4_F_MAGLEV 2   /* per-packet selection by Maglev consistent hashing (trellis_lb4_maglev) instead of random */
 
 /* sessionAffinity ClientIP: the client is the pod, named by its network namespace cookie (the socket
  * hook runs before a source address is bound). */
@@ -164,10 +170,40 @@ struct lb4_revnat {
 	__u16 backend_port;
 };
 
+/* Per-packet NAT state of the TC load balancer (bpf/netdev.c). dir LB4_NAT_FORWARD is keyed by the client's
+ * original tuple (client -> node address:NodePort) and holds the backend; LB4_NAT_REVERSE is keyed by the
+ * reply's tuple (backend -> client) and holds the frontend to restore as the reply's source. */
+struct lb4_nat_key {
+	__u32 saddr; /* network byte order */
+	__u32 daddr;
+	__u16 sport; /* network byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 dir; /* LB4_NAT_* */
+	__u16 pad;
+};
+#define LB4_NAT_FORWARD 0
+#define LB4_NAT_REVERSE 1
+
+struct lb4_nat {
+	__u32 address; /* forward: backend; reverse: frontend (network byte order) */
+	__u16 port;    /* network byte order */
+	__u8 closing;  /* forward: FIN/RST seen; a new SYN on the same tuple selects again */
+	__u8 pad;
+	__u32 frontend_id;
+	__u32 ifindex; /* reverse: the node device the request came in on, where the reply goes out */
+};
+
+/* Maglev lookup table size per frontend (prime; Cilium's smallest choice is 251, its default 16381).
+ * Good balance needs M well above 100 x backends. */
+#define LB4_MAGLEV_M 4093
+
 #define LB4_FRONTENDS_MAX 65536
 #define LB4_BACKENDS_MAX 262144
 #define LB4_SOCKETS_MAX 262144
 #define LB4_AFFINITY_MAX 65536
+#define LB4_NAT_MAX 262144
+#define LB4_MAGLEV_MAX 4096 /* frontends using Maglev */
 
 /* counters: per-CPU, indexed by COUNTER_*. */
 #define COUNTER_EVENTS_LOST 0
@@ -176,6 +212,7 @@ struct lb4_revnat {
 #define COUNTER_AUDIT 3
 #define COUNTER_LB_TRANSLATED 4
 #define COUNTER_LB_NO_BACKEND 5
+#define COUNTER_LB_NAT 6 /* packets translated per packet at TC (NodePort DNAT and its reverse) */
 #define COUNTER_MAX 8
 
 #ifdef __TRELLIS_MAPS__
@@ -268,6 +305,30 @@ struct {
 	__type(value, struct lb4_affinity);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_lb4_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB4_NAT_MAX);
+	__type(key, struct lb4_nat_key);
+	__type(value, struct lb4_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lb4_nat SEC(".maps");
+
+struct lb4_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB4_MAGLEV_M);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct lb4_backend));
+};
+
+/* frontend id -> its Maglev table (an array of LB4_MAGLEV_M backends), swapped whole when backends change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, LB4_MAGLEV_MAX);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct lb4_maglev_inner);
+} trellis_lb4_maglev SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

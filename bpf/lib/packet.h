@@ -15,6 +15,7 @@ struct pkt {
 	__u8 icmp_reply; /* ICMP echo reply: the tuple is stored reversed (see ct_key) */
 	__u8 icmp_type;  /* what ICMP policy rules match on */
 	__u32 len;
+	__u32 l4_off; /* offset of the L4 header from the start of the frame */
 };
 
 #define PARSE_PASS (-1) /* not IP at all (ARP): let it through untouched */
@@ -59,6 +60,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	p->icmp_type = 0;
 
 	void *l4 = (void *)ip + ihl * 4;
+	p->l4_off = ETH_HLEN + ihl * 4;
 	switch (ip->protocol) {
 	case IPPROTO_TCP_: {
 		struct tcphdr *tcp = l4;

@@ -11,6 +11,11 @@ public sealed record AgentOptions
     /// null = &lt;cgroup2 mount&gt;/trellis/&lt;node&gt;.</summary>
     public string? CgroupRootOverride { get; init; }
     public int FlowStoreSize { get; init; } = 4096;
+    /// <summary>Backend selection of the per-packet (NodePort) path when a service does not choose (Cilium's
+    /// default is random; the service.cilium.io/lb-algorithm annotation overrides per service).</summary>
+    public Trellis.Policy.LbAlgorithm LbAlgorithm { get; init; } = Trellis.Policy.LbAlgorithm.Random;
+    /// <summary>How often the node's devices are looked at (a NodePort answers on each of their addresses).</summary>
+    public TimeSpan DeviceScanInterval { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan ConntrackGcInterval { get; init; } = TimeSpan.FromSeconds(30);
     public string? StateDirOverride { get; init; }
     public string? PinRootOverride { get; init; }

@@ -34,6 +34,8 @@ public sealed class NodeAgent : IDisposable
     private readonly Dictionary<string, EndpointRuntime> _endpoints = new(); // by "ns/pod"
     private FlowMonitor _monitor = null!;
     private Timer? _ctGc;
+    private Timer? _deviceScan;
+    private List<DeviceDto> _devices = [];
 
     public FlowStore Flows { get; }
     /// <summary>How many endpoint policy maps were (re)written: what incremental regeneration saves.</summary>
@@ -68,7 +70,7 @@ public sealed class NodeAgent : IDisposable
         var cgroupRoot = _opt.CgroupRootOverride ?? Path.Combine(BpfFs.EnsureCgroup2(), "trellis", _opt.Node);
         Directory.CreateDirectory(cgroupRoot);
         _dp.AttachSocketLb(cgroupRoot);
-        _services = new Services.ServiceManager(_store, _dp, _opt.ServiceCidr);
+        _services = new Services.ServiceManager(_store, _dp, _opt.ServiceCidr, _opt.Node, _opt.LbAlgorithm);
         // The node's own address is the host identity for policy.
         _dp.SetIpcache(NetOrder.FromAddress(_ipam.RouterIp), Identities.Host);
 
@@ -77,6 +79,7 @@ public sealed class NodeAgent : IDisposable
             foreach (var (_, json) in _store.List("endpoints"))
                 Readopt(JsonSerializer.Deserialize<EndpointState>(json)!);
             RegenerateAll();
+            ScanDevicesLocked();
             _services.Sync(EndpointStates());
         }
 
@@ -84,6 +87,7 @@ public sealed class NodeAgent : IDisposable
         RefreshSnapshot();
         _monitor.Start();
         _ctGc = new Timer(_ => CollectConntrack(), null, _opt.ConntrackGcInterval, _opt.ConntrackGcInterval);
+        _deviceScan = new Timer(_ => ScanDevices(), null, _opt.DeviceScanInterval, _opt.DeviceScanInterval);
         _log.LogInformation("agent for node {Node} started: {Endpoints} endpoints re-adopted, pod CIDR {Cidr}", _opt.Node, _endpoints.Count, _ipam.Cidr);
     }
 
@@ -103,7 +107,8 @@ public sealed class NodeAgent : IDisposable
         var existing = (_dp.Endpoints.TryLookup((uint)ifindex, out EndpointInfo info) ? info.Flags : 0u) & ~EndpointInfo.FlagAudit
             | (s.PolicyAuditMode ? EndpointInfo.FlagAudit : 0);
         _endpoints[s.Key] = new EndpointRuntime(s, ifindex,
-            (existing & EndpointInfo.FlagEnforceIngress) != 0, (existing & EndpointInfo.FlagEnforceEgress) != 0, "ready");
+            (existing & EndpointInfo.FlagEnforceIngress) != 0, (existing & EndpointInfo.FlagEnforceEgress) != 0,
+            s.TerminatingSince is null ? "ready" : "terminating");
         _dp.AttachEndpoint(ifindex, ToInfo(s, existing), s.Identity);
     }
 
@@ -119,6 +124,7 @@ public sealed class NodeAgent : IDisposable
 
     // --- services ---
 
+    /// <summary>Applies the Services and EndpointSlices of a file: all checked first, nothing changed if one is refused.</summary>
     public List<ServiceDto> ApplyServices(ApplyServiceRequest r)
     {
         IReadOnlyList<Resource> resources;
@@ -131,20 +137,56 @@ public sealed class NodeAgent : IDisposable
             throw AgentException.BadRequest(e.Message);
         }
         var services = resources.OfType<ServiceResource>().ToList();
-        var other = resources.FirstOrDefault(x => x is not ServiceResource);
+        var slices = resources.OfType<EndpointSliceResource>().ToList();
+        var other = resources.FirstOrDefault(x => x is not (ServiceResource or EndpointSliceResource));
         if (other is not null)
-            throw AgentException.BadRequest($"{other.Location}: kind: a {other.Kind} is not a Service; 'trellis service apply' takes Service resources");
-        if (services.Count == 0)
-            throw AgentException.BadRequest($"{r.FileName}: no Service in the file");
+            throw AgentException.BadRequest($"{other.Location}: kind: a {other.Kind} is neither a Service nor an EndpointSlice; 'trellis service apply' takes those");
+        if (services.Count == 0 && slices.Count == 0)
+            throw AgentException.BadRequest($"{r.FileName}: no Service or EndpointSlice in the file");
         lock (_gate)
         {
-            foreach (var svc in services)
-                NamespaceLabels(svc.Namespace!); // throws for an unknown namespace
-            foreach (var svc in services)
-                _services.Apply(svc, r.FileName, r.Yaml);
+            foreach (var x in services.Cast<Resource>().Concat(slices))
+                NamespaceLabels(x.Namespace!); // throws for an unknown namespace
+            _services.Apply(services, r.FileName, r.Yaml);
+            if (slices.Count > 0) _services.ApplySlices(slices, r.FileName, r.Yaml);
             _services.Sync(EndpointStates());
-            var names = services.Select(s => (s.Namespace, s.Name)).ToHashSet();
-            return _services.List(EndpointStates()).Where(s => names.Contains((s.Namespace, s.Name))).ToList();
+            var names = services.Select(s => (s.Namespace, s.Name)).Concat(slices.Select(s => (s.Namespace, Name: s.ServiceName))).ToHashSet();
+            var result = _services.List(EndpointStates()).Where(s => names.Contains((s.Namespace, s.Name))).ToList();
+            RefreshSnapshotLocked();
+            return result;
+        }
+    }
+
+    public void DeleteEndpointSlice(string ns, string name)
+    {
+        lock (_gate)
+        {
+            if (!_services.DeleteSlice(ns, name))
+                throw AgentException.NotFound($"no EndpointSlice named '{name}' in namespace '{ns}'");
+            _services.Sync(EndpointStates());
+        }
+    }
+
+    /// <summary>Marks a backend address (ip:port) quarantined or in maintenance on every service that has it, or
+    /// active again. Open connections are not cut; new ones avoid it.</summary>
+    public void SetBackendState(BackendStateRequest r)
+    {
+        if (!System.Net.IPEndPoint.TryParse(r.Address, out var ep) || ep.Address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || ep.Port == 0)
+            throw AgentException.BadRequest($"backend address '{r.Address}' is not IPv4:PORT (e.g. 10.200.0.5:8080)");
+        var state = r.State switch
+        {
+            "active" => Services.BackendState.Active,
+            "quarantined" => Services.BackendState.Quarantined,
+            "maintenance" => Services.BackendState.Maintenance,
+            _ => throw AgentException.BadRequest($"backend state '{r.State}' is not one of active, quarantined, maintenance (terminating comes from deleting the pod)"),
+        };
+        var address = $"{ep.Address}:{ep.Port}";
+        lock (_gate)
+        {
+            if (state != Services.BackendState.Active && !_services.KnowsBackend(address, EndpointStates()))
+                throw AgentException.NotFound($"no service has the backend {address} (see 'trellis service list')");
+            _services.SetBackendState(address, state);
+            _services.Sync(EndpointStates());
         }
     }
 
@@ -155,6 +197,7 @@ public sealed class NodeAgent : IDisposable
             if (!_services.Delete(ns, name))
                 throw AgentException.NotFound($"no service named '{name}' in namespace '{ns}'");
             _services.Sync(EndpointStates());
+            RefreshSnapshotLocked();
         }
     }
 
@@ -353,6 +396,77 @@ public sealed class NodeAgent : IDisposable
                 RegenerateAfterIdentityChange();
         }
         RefreshSnapshot();
+    }
+
+    /// <summary>The pod is going away (graceful deletion): its backends take no new connections from now on,
+    /// while its open connections and its policy stay until the endpoint is deleted.</summary>
+    public EndpointDto TerminateEndpoint(string ns, string pod)
+    {
+        var key = $"{ns}/{pod}";
+        lock (_gate)
+        {
+            if (!_endpoints.TryGetValue(key, out var ep))
+                throw AgentException.NotFound($"endpoint {key} does not exist on node {_opt.Node}");
+            if (ep.State.TerminatingSince is null)
+            {
+                var state = ep.State with { TerminatingSince = DateTimeOffset.UtcNow };
+                _store.Put($"endpoints/{key}", JsonSerializer.Serialize(state));
+                _endpoints[key] = ep = ep with { State = state, Status = "terminating" };
+                _services.Sync(EndpointStates());
+            }
+            return ToDto(ep);
+        }
+    }
+
+    // --- node devices ---
+
+    private void ScanDevices()
+    {
+        try
+        {
+            lock (_gate)
+                if (ScanDevicesLocked())
+                    _services.Sync(EndpointStates());
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "scanning the node's devices failed");
+        }
+    }
+
+    /// <summary>Finds the node's own devices (up, not loopback, not a pod veth, with an IPv4 address), attaches the
+    /// NodePort load balancer to new ones and gives their addresses the host identity. Returns whether the
+    /// node's addresses changed.</summary>
+    private bool ScanDevicesLocked()
+    {
+        var found = new List<DeviceDto>();
+        var addresses = new List<uint> { NetOrder.FromAddress(_ipam.RouterIp) };
+        var podIfs = _endpoints.Values.Select(e => e.State.Ifname).ToHashSet();
+        foreach (var nic in System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
+        {
+            if (nic.NetworkInterfaceType == System.Net.NetworkInformation.NetworkInterfaceType.Loopback ||
+                nic.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Down ||
+                nic.Name.StartsWith("lxc", StringComparison.Ordinal) || podIfs.Contains(nic.Name))
+                continue;
+            var v4 = nic.GetIPProperties().UnicastAddresses.Select(a => a.Address)
+                .Where(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork).ToList();
+            if (v4.Count == 0) continue;
+            int ifindex = BpfFs.IfNameToIndex(nic.Name);
+            if (ifindex <= 0) continue;
+            found.Add(new DeviceDto(nic.Name, ifindex, v4.Select(a => a.ToString()).ToList()));
+            addresses.AddRange(v4.Select(NetOrder.FromAddress));
+        }
+        foreach (var d in found.Where(d => !_devices.Any(o => o.Ifindex == d.Ifindex)))
+        {
+            _dp.AttachNetdev(d.Ifindex);
+            _log.LogInformation("device {Name} (ifindex {Index}, {Addresses}): NodePort load balancer attached", d.Name, d.Ifindex, string.Join(", ", d.Addresses));
+        }
+        foreach (var a in found.SelectMany(d => d.Addresses).Except(_devices.SelectMany(d => d.Addresses)))
+            _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(a)), Identities.Host);
+        foreach (var a in _devices.SelectMany(d => d.Addresses).Except(found.SelectMany(d => d.Addresses)))
+            _dp.Ipcache.Delete(IpcacheKey.Host(NetOrder.FromAddress(IPAddress.Parse(a))));
+        _devices = found;
+        return _services.SetNodeAddresses(addresses);
     }
 
     private bool ReleaseIdentityIfUnused(uint id)
@@ -667,8 +781,12 @@ public sealed class NodeAgent : IDisposable
 
     private void RefreshSnapshot()
     {
+        lock (_gate) RefreshSnapshotLocked();
+    }
+
+    private void RefreshSnapshotLocked()
+    {
         if (_monitor is null) return;
-        lock (_gate)
         {
             var byIp = _endpoints.Values.ToFrozenDictionary(
                 e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)),
@@ -679,7 +797,19 @@ public sealed class NodeAgent : IDisposable
             foreach (var c in _cidrs.Identities)
                 labels[c.Id] = [$"cidr:{c.Cidr}", "reserved:world"];
             var pols = _policies.All.ToFrozenDictionary(p => p.Stored.Id, p => new PolicyRef(p.Stored.Name, p.Stored.Namespace));
-            _monitor.Snapshot = new EnrichmentSnapshot(byIp, labels.ToFrozenDictionary(), pols);
+            var byCgroup = new Dictionary<ulong, (uint, uint)>();
+            foreach (var e in _endpoints.Values)
+                if (e.State.CgroupPath is { Length: > 0 } cg && NativeFs.InodeOf(cg) is { } id)
+                    byCgroup[id] = (NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)), e.State.Identity);
+            var frontends = new Dictionary<uint, string>();
+            foreach (var (stored, svc) in _services.All)
+                for (int i = 0; i < svc.Ports.Count; i++)
+                {
+                    var name = $"{stored.Namespace}/{stored.Name}:{svc.Ports[i].Name ?? svc.Ports[i].Port.ToString()}";
+                    frontends[stored.Id << 8 | (uint)i << 1] = name;
+                    frontends[stored.Id << 8 | (uint)i << 1 | 1] = name;
+                }
+            _monitor.Snapshot = new EnrichmentSnapshot(byIp, labels.ToFrozenDictionary(), pols, byCgroup.ToFrozenDictionary(), frontends.ToFrozenDictionary());
         }
     }
 
@@ -730,7 +860,9 @@ public sealed class NodeAgent : IDisposable
                 _monitor.Received,
                 PolicyMapWrites,
                 Flows.Count,
-                Flows.Capacity);
+                Flows.Capacity,
+                _devices,
+                _dp.Counter(Counters.LbNat));
         }
     }
 
@@ -750,6 +882,7 @@ public sealed class NodeAgent : IDisposable
     public void Dispose()
     {
         _ctGc?.Dispose();
+        _deviceScan?.Dispose();
         _monitor?.Dispose();
         _dp?.Dispose(); // pinned maps and attached programs stay: the datapath keeps enforcing
     }

@@ -80,6 +80,12 @@ public sealed class AgentClient : IDisposable
     public Task<List<ServiceDto>> ServicesAsync(CancellationToken ct = default) => GetAsync<List<ServiceDto>>("v1/services", ct);
     public Task<List<ServiceDto>> ApplyServicesAsync(string fileName, string yaml, CancellationToken ct = default) =>
         SendAsync<List<ServiceDto>>(HttpMethod.Post, "v1/services", new ApplyServiceRequest(fileName, yaml), ct);
+    public Task DeleteEndpointSliceAsync(string ns, string name, CancellationToken ct = default) =>
+        SendAsync<object>(HttpMethod.Delete, $"v1/endpointslices/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(name)}", null, ct);
+    public Task SetBackendStateAsync(string address, string state, CancellationToken ct = default) =>
+        SendAsync<object>(HttpMethod.Put, "v1/backends/state", new BackendStateRequest(address, state), ct);
+    public Task<EndpointDto> TerminateEndpointAsync(string ns, string pod, CancellationToken ct = default) =>
+        SendAsync<EndpointDto>(HttpMethod.Post, $"v1/endpoints/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(pod)}/terminate", null, ct);
     public Task DeleteServiceAsync(string ns, string name, CancellationToken ct = default) =>
         SendAsync<object>(HttpMethod.Delete, $"v1/services/{Uri.EscapeDataString(ns)}/{Uri.EscapeDataString(name)}", null, ct);
     public Task<ConfigDto> ConfigAsync(CancellationToken ct = default) => GetAsync<ConfigDto>("v1/config", ct);

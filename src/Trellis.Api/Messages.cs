@@ -34,7 +34,12 @@ public sealed record StatusResponse(
     long FlowsSeen,
     long PolicyMapWrites,
     int FlowStoreSize,
-    int FlowStoreCapacity);
+    int FlowStoreCapacity,
+    IReadOnlyList<DeviceDto>? Devices = null,
+    ulong ServicePacketsTranslated = 0);
+
+/// <summary>A node device the per-packet load balancer (NodePort) is attached to, with its addresses.</summary>
+public sealed record DeviceDto(string Name, int Ifindex, IReadOnlyList<string> Addresses);
 
 public sealed record NamespaceRequest(string Name, IReadOnlyDictionary<string, string> Labels);
 public sealed record NamespaceDto(string Name, IReadOnlyDictionary<string, string> Labels);
@@ -100,7 +105,8 @@ public sealed record FlowDto(
     IReadOnlyList<string> TcpFlags,
     string? PolicyName,
     string? PolicyNamespace,
-    int Length);
+    int Length,
+    string? Service = null); // "ns/name:port" when the flow was load-balanced through a service
 
 public sealed record PolicyDetailDto(PolicyDto Policy, string Yaml);
 
@@ -126,8 +132,14 @@ public sealed record TraceResponse(bool Allowed, uint SourceIdentity, uint Desti
 /// <summary>Label changes: a value sets the label, null removes it.</summary>
 public sealed record EndpointLabelsRequest(IReadOnlyDictionary<string, string?> Labels);
 
-public sealed record ServiceBackendDto(string Pod, string Ip, int Port, string State);
-public sealed record ServicePortDto(string? Name, int Port, string Protocol, string TargetPort, IReadOnlyList<ServiceBackendDto> Backends);
+/// <param name="Pod">Who the backend is: "ns/pod", or "slice ns/name" for an EndpointSlice address.</param>
+/// <param name="State">active, terminating, quarantined, maintenance or not-ready.</param>
+/// <param name="InUse">Whether the ClusterIP frontend hands it new connections now.</param>
+public sealed record ServiceBackendDto(string Pod, string Ip, int Port, string State, bool Local = true, bool InUse = true);
+public sealed record ServicePortDto(string? Name, int Port, string Protocol, string TargetPort, IReadOnlyList<ServiceBackendDto> Backends, int? NodePort = null);
 public sealed record ServiceDto(string Namespace, string Name, string Type, string ClusterIp, string SessionAffinity, IReadOnlyList<ServicePortDto> Ports,
-    IReadOnlyDictionary<string, string>? Selector);
+    IReadOnlyDictionary<string, string>? Selector, string InternalTrafficPolicy = "Cluster", string? ExternalTrafficPolicy = null,
+    string Algorithm = "random");
+/// <summary>Sets a backend address's state on every service that has it (quarantined, maintenance, or active to clear).</summary>
+public sealed record BackendStateRequest(string Address, string State);
 public sealed record ApplyServiceRequest(string FileName, string Yaml);

@@ -29,6 +29,8 @@ public enum Verdict : byte
     Audit = 3,
     Redirected = 4,
     Error = 5,
+    /// <summary>A socket was load-balanced to a service backend (a trace event, not a packet verdict).</summary>
+    Translated = 6,
 }
 
 /// <summary>The drop-reason catalogue of bpf/lib/drop_reasons.h. Never renumbered.</summary>
@@ -151,9 +153,10 @@ public struct CtEntry
     [FieldOffset(32)] public byte TxClosing;
     [FieldOffset(33)] public byte RxClosing;
     [FieldOffset(34)] public byte SeenReply;
+    [FieldOffset(35)] public byte LbNat;
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 56)]
+[StructLayout(LayoutKind.Explicit, Size = 64)]
 public struct FlowEvent
 {
     [FieldOffset(0)] public ulong TimestampNs; // CLOCK_MONOTONIC
@@ -173,6 +176,8 @@ public struct FlowEvent
     [FieldOffset(41)] public byte IsReply;
     [FieldOffset(44)] public uint PolicyId;
     [FieldOffset(48)] public uint PktLen;
+    [FieldOffset(52)] public uint FrontendId; // 0 = not load-balanced
+    [FieldOffset(56)] public ulong CgroupId;  // socket events: the calling task's cgroup
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 8)]
@@ -203,6 +208,14 @@ public struct Lb4Frontend
     [FieldOffset(0)] public uint Id;
     [FieldOffset(4)] public uint Count;
     [FieldOffset(8)] public uint AffinityTimeoutSeconds; // 0 = no session affinity
+    [FieldOffset(12)] public uint Flags;
+
+    /// <summary>Reachable from outside the node: translated per packet at TC (NodePort).</summary>
+    public const uint FlagExternal = 1;
+    /// <summary>Per-packet selection by the frontend's Maglev table.</summary>
+    public const uint FlagMaglev = 2;
+    /// <summary>Entries of one Maglev table (LB4_MAGLEV_M).</summary>
+    public const int MaglevTableSize = 4093;
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 16)]
@@ -238,6 +251,29 @@ public struct Lb4Backend
         new() { Address = addressNetworkOrder, PortBe = BinaryPrimitives.ReverseEndianness(port) };
 }
 
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+public struct Lb4NatKey
+{
+    public const byte Forward = 0;
+    public const byte Reverse = 1;
+    [FieldOffset(0)] public uint SAddr;
+    [FieldOffset(4)] public uint DAddr;
+    [FieldOffset(8)] public ushort SPortBe;
+    [FieldOffset(10)] public ushort DPortBe;
+    [FieldOffset(12)] public byte Proto;
+    [FieldOffset(13)] public byte Dir;
+}
+
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+public struct Lb4Nat
+{
+    [FieldOffset(0)] public uint Address;
+    [FieldOffset(4)] public ushort PortBe;
+    [FieldOffset(6)] public byte Closing;
+    [FieldOffset(8)] public uint FrontendId;
+    [FieldOffset(12)] public uint Ifindex;
+}
+
 [StructLayout(LayoutKind.Explicit, Size = 12)]
 public struct Lb4Revnat
 {
@@ -255,6 +291,7 @@ public static class Counters
     public const uint Audit = 3;
     public const uint LbTranslated = 4;
     public const uint LbNoBackend = 5;
+    public const uint LbNat = 6;
     public const uint Max = 8;
 }
 
@@ -271,6 +308,9 @@ public static class Names
     public const string Lb4Frontends = "trellis_lb4_frontends";
     public const string Lb4Backends = "trellis_lb4_backends";
     public const string Lb4Sockets = "trellis_lb4_sockets";
+    public const string Lb4Nat = "trellis_lb4_nat";
+    public const string Lb4Maglev = "trellis_lb4_maglev";
+    public const string FromNetdev = "from_netdev";
     public const string FromContainer = "from_container";
     public const string ToContainer = "to_container";
     public const uint PolicyMaxEntries = 16384;

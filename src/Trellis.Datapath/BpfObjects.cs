@@ -8,6 +8,7 @@ public static class BpfObjects
     public const string Lxc = "lxc";
     public const string Abi = "abi";
     public const string Sock = "sock";
+    public const string Netdev = "netdev";
 
     public static byte[] Read(string name)
     {

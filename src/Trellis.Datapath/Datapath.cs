@@ -11,6 +11,7 @@ public sealed class NodeDatapath : IDisposable
 {
     private readonly BpfObject _obj;
     private readonly BpfObject _sock;
+    private readonly BpfObject _netdev;
     private readonly Lock _policyGate = new();
 
     public string PinRoot { get; }
@@ -26,6 +27,9 @@ public sealed class NodeDatapath : IDisposable
 
     public BpfMap Lb4Frontends { get; }
     public BpfMap Lb4Backends { get; }
+    public BpfMap Lb4Nat { get; }
+    public BpfMap Lb4Maglev { get; }
+    public BpfProgram FromNetdev { get; }
 
     private static readonly (string Program, CgroupAttachType Type)[] SockPrograms =
     [
@@ -35,12 +39,16 @@ public sealed class NodeDatapath : IDisposable
         ("sock4_getpeername", CgroupAttachType.Inet4Getpeername),
     ];
 
-    private NodeDatapath(BpfObject obj, BpfObject sock, string pinRoot)
+    private NodeDatapath(BpfObject obj, BpfObject sock, BpfObject netdev, string pinRoot)
     {
         _obj = obj;
         _sock = sock;
+        _netdev = netdev;
         Lb4Frontends = sock.Map(Names.Lb4Frontends);
         Lb4Backends = sock.Map(Names.Lb4Backends);
+        Lb4Nat = netdev.Map(Names.Lb4Nat);
+        Lb4Maglev = netdev.Map(Names.Lb4Maglev);
+        FromNetdev = netdev.Program(Names.FromNetdev);
         PinRoot = pinRoot;
         Ipcache = obj.Map(Names.Ipcache);
         Endpoints = obj.Map(Names.Endpoints);
@@ -85,21 +93,26 @@ public sealed class NodeDatapath : IDisposable
             obj.Dispose();
             throw;
         }
-        BpfObject sock;
+        BpfObject? sock = null, netdev = null;
         try
         {
             sock = BpfObjects.Open(BpfObjects.Sock, pinRoot);
             sock.Load();
+            netdev = BpfObjects.Open(BpfObjects.Netdev, pinRoot);
+            netdev.Load();
         }
         catch
         {
+            netdev?.Dispose();
+            sock?.Dispose();
             obj.Dispose();
             throw;
         }
-        var dp = new NodeDatapath(obj, sock, pinRoot);
+        var dp = new NodeDatapath(obj, sock, netdev, pinRoot);
         Directory.CreateDirectory(Path.Combine(pinRoot, "progs"));
         dp.FromContainer.Pin(Path.Combine(pinRoot, "progs", Names.FromContainer));
         dp.ToContainer.Pin(Path.Combine(pinRoot, "progs", Names.ToContainer));
+        dp.FromNetdev.Pin(Path.Combine(pinRoot, "progs", Names.FromNetdev));
         return dp;
     }
 
@@ -194,7 +207,7 @@ public sealed class NodeDatapath : IDisposable
         new(Names.Conntrack, Conntrack.Count(), Conntrack.MaxEntries),
     ];
 
-    public IReadOnlyList<BpfProgramInfo> ProgramInfo() => [FromContainer.Info(), ToContainer.Info()];
+    public IReadOnlyList<BpfProgramInfo> ProgramInfo() => [FromContainer.Info(), ToContainer.Info(), FromNetdev.Info()];
 
     /// <summary>Removes every pin under the root (maps and programs disappear once nothing else holds them).</summary>
     public static void RemovePins(string pinRoot)
@@ -217,8 +230,30 @@ public sealed class NodeDatapath : IDisposable
         }
     }
 
+    // --- node devices and the per-packet load balancer ---
+
+    /// <summary>Attaches the NodePort load balancer to a node device's TC ingress (replacing an earlier copy).</summary>
+    public void AttachNetdev(int ifindex) => Tc.Attach(ifindex, TcAttachPoint.Ingress, FromNetdev);
+
+    public void DetachNetdev(int ifindex) => Tc.Detach(ifindex, TcAttachPoint.Ingress);
+
+    /// <summary>Installs a frontend's Maglev table: a new inner array is filled and swapped in whole, so a
+    /// packet never sees a half-written table.</summary>
+    public void SetMaglevTable(uint frontendId, ReadOnlySpan<Lb4Backend> table)
+    {
+        if (table.Length != Lb4Frontend.MaglevTableSize)
+            throw new ArgumentException($"a Maglev table has {Lb4Frontend.MaglevTableSize} entries, not {table.Length}");
+        using var inner = BpfMap.Create(BpfMapType.Array, $"trellis_mg_{frontendId}", 4, 8, (uint)Lb4Frontend.MaglevTableSize);
+        for (uint i = 0; i < table.Length; i++)
+            inner.Update(i, table[(int)i]);
+        Lb4Maglev.Update(frontendId, inner.Fd);
+    }
+
+    public void DeleteMaglevTable(uint frontendId) => Lb4Maglev.Delete(frontendId);
+
     public void Dispose()
     {
+        _netdev.Dispose();
         _sock.Dispose();
         _obj.Dispose();
     }

@@ -9,6 +9,9 @@ public static class Cgroups
 
     public static string NodeDir(string node) => Path.Combine(Root(), "trellis", node);
     public static string PodDir(string node, string ns, string pod) => Path.Combine(NodeDir(node), ns, pod);
+    /// <summary>Where host-namespace commands of the lab run ('lab host-exec'): inside the node's cgroup, so the
+    /// socket load balancer serves them as it serves pods. "_host" is no namespace name (not a DNS label).</summary>
+    public static string HostDir(string node) => Path.Combine(NodeDir(node), "_host");
 
     /// <summary>Kills every process in the cgroup tree (cgroup.kill) and removes the directories, deepest first.</summary>
     public static void KillAndRemove(string dir)

@@ -15,7 +15,8 @@ public sealed record LabOptions
 }
 
 public sealed record LabFile(string Path, IReadOnlyList<NamespaceResource> Namespaces, IReadOnlyList<PodResource> Pods,
-    IReadOnlyList<PolicyResource> Policies, string Text, IReadOnlyList<ServiceResource>? Services = null);
+    IReadOnlyList<PolicyResource> Policies, string Text, IReadOnlyList<ServiceResource>? Services = null,
+    IReadOnlyList<EndpointSliceResource>? EndpointSlices = null);
 
 /// <summary>Brings a one-node lab up and down: the node is a network namespace running the agent; each pod
 /// is a network namespace with a veth into the node, an address from the agent's IPAM and its own cgroup.</summary>
@@ -47,10 +48,11 @@ public sealed class LabRunner(LabOptions options)
             throw new ManifestException(path, second.Location.Line, second.Location.Column, "metadata.name",
                 $"pod {dup.Key.Namespace}/{dup.Key.Name} is defined twice");
         }
-        foreach (var svc in resources.OfType<ServiceResource>().Where(s => !known.Contains(s.Namespace!)))
+        foreach (var svc in resources.Where(r => r is ServiceResource or EndpointSliceResource).Where(s => !known.Contains(s.Namespace!)))
             throw new ManifestException(path, svc.Location.Line, svc.Location.Column, "metadata.namespace",
                 $"namespace '{svc.Namespace}' is not defined in this file (add a Namespace resource)");
-        return new LabFile(path, namespaces, pods, resources.OfType<PolicyResource>().ToList(), text, resources.OfType<ServiceResource>().ToList());
+        return new LabFile(path, namespaces, pods, resources.OfType<PolicyResource>().ToList(), text, resources.OfType<ServiceResource>().ToList(),
+            resources.OfType<EndpointSliceResource>().ToList());
     }
 
     public string SocketPath => AgentPaths.Socket(options.Node);
@@ -73,10 +75,11 @@ public sealed class LabRunner(LabOptions options)
             }
             await CreatePodAsync(agent, pod, ct);
         }
-        if (lab.Services is { Count: > 0 })
+        var serviceDocs = (lab.Services ?? []).Cast<Resource>().Concat(lab.EndpointSlices ?? []).ToList();
+        if (serviceDocs.Count > 0)
         {
-            // The agent takes only Services from this text, so send just their documents.
-            var docs = lab.Services.Select(s => ManifestText.DocumentAt(lab.Text, s.Location.Line));
+            // The agent takes only Services and EndpointSlices from this text, so send just their documents.
+            var docs = serviceDocs.Select(s => ManifestText.DocumentAt(lab.Text, s.Location.Line));
             foreach (var s in await agent.ApplyServicesAsync(lab.Path, string.Join("\n---\n", docs), ct))
                 Say($"service {s.Namespace}/{s.Name}: {s.ClusterIp}");
         }
@@ -222,6 +225,48 @@ public sealed class LabRunner(LabOptions options)
         using var p = Process.Start(psi)!;
         p.WaitForExit();
         return p.ExitCode;
+    }
+
+    /// <summary>Runs a command in the node's network namespace (the host of the lab's pods), inside the node's
+    /// cgroup. Returns its exit code.</summary>
+    public static int ExecHost(string node, IReadOnlyList<string> command)
+    {
+        var netns = Naming.NetnsPath(Naming.NodeNetns(node));
+        if (!File.Exists(netns))
+            throw new LabException($"node {node} is not up (no network namespace {Naming.NodeNetns(node)}); run 'trellis lab up' first");
+        if (command.Count == 0)
+            throw new LabException("no command given: trellis lab host-exec -- CMD [ARGS...]");
+        var cg = Cgroups.HostDir(node);
+        Directory.CreateDirectory(cg);
+        var psi = new ProcessStartInfo("nsenter") { UseShellExecute = false };
+        foreach (var a in new[] { $"--net={netns}", "--", "/bin/sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", cg })
+            psi.ArgumentList.Add(a);
+        foreach (var a in command) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        return p.ExitCode;
+    }
+
+    /// <summary>Deletes one pod as Kubernetes does: it turns terminating at once (its service backends take no
+    /// new connections, open ones continue), keeps running for the grace period, then is stopped and removed.</summary>
+    public async Task DeletePodAsync(string ns, string pod, TimeSpan grace, CancellationToken ct = default)
+    {
+        RequireRoot();
+        using var agent = new AgentClient(SocketPath);
+        var netns = Naming.PodNetns(options.Node, ns, pod);
+        var known = (await agent.EndpointsAsync(ct)).Any(e => e.Namespace == ns && e.Pod == pod);
+        if (!known && !File.Exists(Naming.NetnsPath(netns)))
+            throw new LabException($"pod '{pod}' not found in namespace '{ns}' on node {options.Node} (see 'trellis endpoint list')");
+        if (known && grace > TimeSpan.Zero)
+        {
+            await agent.TerminateEndpointAsync(ns, pod, ct);
+            Say($"pod {ns}/{pod} is terminating; stopping it in {grace.TotalSeconds:0.#}s");
+            await Task.Delay(grace, ct);
+        }
+        Cgroups.KillAndRemove(Cgroups.PodDir(options.Node, ns, pod));
+        if (known) await agent.DeleteEndpointAsync(ns, pod, ct);
+        if (File.Exists(Naming.NetnsPath(netns))) Shell.Run("ip", ["netns", "del", netns], check: false);
+        Say($"pod {ns}/{pod} deleted");
     }
 
     // --- down ---

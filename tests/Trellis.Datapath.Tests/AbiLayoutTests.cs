@@ -30,7 +30,9 @@ public sealed class AbiLayoutTests : IDisposable
         ["policy_key"] = (typeof(PolicyKey), new() { ["PrefixLen"] = "prefixlen", ["Identity"] = "identity", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
         ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags" }),
         ["lb4_frontend_key"] = (typeof(Lb4FrontendKey), new() { ["Address"] = "address", ["PortBe"] = "port", ["Proto"] = "proto" }),
-        ["lb4_frontend"] = (typeof(Lb4Frontend), new() { ["Id"] = "id", ["Count"] = "count", ["AffinityTimeoutSeconds"] = "affinity_timeout_s" }),
+        ["lb4_frontend"] = (typeof(Lb4Frontend), new() { ["Id"] = "id", ["Count"] = "count", ["AffinityTimeoutSeconds"] = "affinity_timeout_s", ["Flags"] = "flags" }),
+        ["lb4_nat_key"] = (typeof(Lb4NatKey), new() { ["SAddr"] = "saddr", ["DAddr"] = "daddr", ["SPortBe"] = "sport", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
+        ["lb4_nat"] = (typeof(Lb4Nat), new() { ["Address"] = "address", ["PortBe"] = "port", ["Closing"] = "closing", ["FrontendId"] = "frontend_id", ["Ifindex"] = "ifindex" }),
         ["lb4_affinity_key"] = (typeof(Lb4AffinityKey), new() { ["NetnsCookie"] = "netns_cookie", ["FrontendId"] = "frontend_id" }),
         ["lb4_affinity"] = (typeof(Lb4Affinity), new() { ["LastUsedNs"] = "last_used_ns", ["Slot"] = "slot", ["BackendAddress"] = "backend_address", ["BackendPortBe"] = "backend_port" }),
         ["lb4_backend_key"] = (typeof(Lb4BackendKey), new() { ["FrontendId"] = "frontend_id", ["Slot"] = "slot" }),
@@ -46,13 +48,15 @@ public sealed class AbiLayoutTests : IDisposable
         {
             ["ExpiresNs"] = "expires_ns", ["Packets"] = "packets", ["Bytes"] = "bytes", ["SrcIdentity"] = "src_identity",
             ["PolicyId"] = "policy_id", ["TxClosing"] = "tx_closing", ["RxClosing"] = "rx_closing", ["SeenReply"] = "seen_reply",
+            ["LbNat"] = "lb_nat",
         }),
         ["flow_event"] = (typeof(FlowEvent), new()
         {
             ["TimestampNs"] = "ts_ns", ["EndpointId"] = "ep_id", ["Ifindex"] = "ifindex", ["SrcIdentity"] = "src_identity",
             ["DstIdentity"] = "dst_identity", ["SAddr"] = "saddr", ["DAddr"] = "daddr", ["SPort"] = "sport", ["DPort"] = "dport",
             ["Proto"] = "proto", ["Verdict"] = "verdict", ["Reason"] = "reason", ["Dir"] = "dir", ["TcpFlags"] = "tcp_flags",
-            ["IsReply"] = "is_reply", ["PolicyId"] = "policy_id", ["PktLen"] = "pkt_len",
+            ["IsReply"] = "is_reply", ["PolicyId"] = "policy_id", ["PktLen"] = "pkt_len", ["FrontendId"] = "frontend_id",
+            ["CgroupId"] = "cgroup_id",
         }),
     };
 
@@ -144,6 +148,12 @@ public sealed class AbiLayoutTests : IDisposable
         Same(d, "COUNTER_FORWARDED", Counters.Forwarded);
         Same(d, "COUNTER_DROPPED", Counters.Dropped);
         Same(d, "COUNTER_MAX", Counters.Max);
+        Same(d, "COUNTER_LB_TRANSLATED", Counters.LbTranslated);
+        Same(d, "COUNTER_LB_NO_BACKEND", Counters.LbNoBackend);
+        Same(d, "COUNTER_LB_NAT", Counters.LbNat);
+        Same(d, "LB4_MAGLEV_M", (uint)Lb4Frontend.MaglevTableSize);
+        Same(d, "LB4_F_EXTERNAL", Lb4Frontend.FlagExternal);
+        Same(d, "LB4_F_MAGLEV", Lb4Frontend.FlagMaglev);
     }
 
     private static void Same(Dictionary<string, ulong> defines, string name, ulong mirror)

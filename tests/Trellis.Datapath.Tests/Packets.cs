@@ -70,6 +70,51 @@ internal static class Packets
         return p;
     }
 
+    /// <summary>Fills the IPv4 header checksum and the TCP/UDP checksum (over the pseudo header), so a test can
+    /// check that a rewrite kept them right.</summary>
+    public static byte[] WithChecksums(byte[] p)
+    {
+        var ip = p.AsSpan(14);
+        int ihl = (ip[0] & 0xF) * 4;
+        ip[10] = ip[11] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], Fold(Sum(ip[..ihl])));
+        int l4Len = BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) - ihl;
+        var l4 = ip.Slice(ihl, l4Len);
+        int csumOff = ip[9] == Tcp ? 16 : 6;
+        l4[csumOff] = l4[csumOff + 1] = 0;
+        var c = Fold(PseudoSum(ip, l4Len) + Sum(l4));
+        BinaryPrimitives.WriteUInt16BigEndian(l4[csumOff..], c == 0 && ip[9] == Udp ? (ushort)0xFFFF : c);
+        return p;
+    }
+
+    /// <summary>Whether the IPv4 header checksum and the TCP/UDP checksum verify (a UDP checksum of 0 means none).</summary>
+    public static (bool Ip, bool L4) ChecksumsValid(byte[] p)
+    {
+        var ip = p.AsSpan(14);
+        int ihl = (ip[0] & 0xF) * 4;
+        bool ipOk = Fold(Sum(ip[..ihl])) == 0;
+        int l4Len = BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) - ihl;
+        var l4 = ip.Slice(ihl, l4Len);
+        if (ip[9] == Udp && BinaryPrimitives.ReadUInt16BigEndian(l4[6..]) == 0) return (ipOk, true);
+        return (ipOk, Fold(PseudoSum(ip, l4Len) + Sum(l4)) == 0);
+    }
+
+    private static long PseudoSum(ReadOnlySpan<byte> ip, int l4Len) => Sum(ip.Slice(12, 8)) + ip[9] + l4Len;
+
+    private static long Sum(ReadOnlySpan<byte> b)
+    {
+        long s = 0;
+        for (int i = 0; i + 1 < b.Length; i += 2) s += BinaryPrimitives.ReadUInt16BigEndian(b[i..]);
+        if (b.Length % 2 == 1) s += b[^1] << 8;
+        return s;
+    }
+
+    private static ushort Fold(long s)
+    {
+        while (s >> 16 != 0) s = (s & 0xFFFF) + (s >> 16);
+        return (ushort)~s;
+    }
+
     private static byte[] L4Tcp(ushort sport, ushort dport, byte flags)
     {
         var tcp = new byte[20];

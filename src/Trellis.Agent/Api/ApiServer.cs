@@ -72,6 +72,9 @@ public static class ApiServer
         app.MapGet("/v1/services", () => agent.ServiceList());
         app.MapPost("/v1/services", (ApplyServiceRequest r) => agent.ApplyServices(Require(r)));
         app.MapDelete("/v1/services/{ns}/{name}", (string ns, string name) => { agent.DeleteService(ns, name); return Results.NoContent(); });
+        app.MapDelete("/v1/endpointslices/{ns}/{name}", (string ns, string name) => { agent.DeleteEndpointSlice(ns, name); return Results.NoContent(); });
+        app.MapPut("/v1/backends/state", (BackendStateRequest r) => { agent.SetBackendState(Require(r)); return Results.NoContent(); });
+        app.MapPost("/v1/endpoints/{ns}/{pod}/terminate", (string ns, string pod) => agent.TerminateEndpoint(ns, pod));
         app.MapGet("/v1/config", () => agent.Config());
         app.MapPut("/v1/config", (ConfigDto c) => agent.SetConfig(Require(c)));
         app.MapGet("/v1/identities", () => agent.IdentityList());

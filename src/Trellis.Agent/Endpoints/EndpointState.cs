@@ -15,6 +15,9 @@ public sealed record EndpointState
     public List<Trellis.Api.ContainerPortDto> Ports { get; init; } = [];
     /// <summary>Policy audit mode for this endpoint alone (the node-wide switch is separate).</summary>
     public bool PolicyAuditMode { get; init; }
+    /// <summary>Set when the pod is being deleted: its service backends take no new connections (open ones go
+    /// on) until the endpoint is removed.</summary>
+    public DateTimeOffset? TerminatingSince { get; init; }
 
     public string Key => $"{Namespace}/{Pod}";
 }

@@ -29,7 +29,8 @@ public static class FlowConverter
             flags,
             f.Policy?.Name,
             f.Policy?.Namespace,
-            (int)e.PktLen);
+            (int)e.PktLen,
+            f.Service);
     }
 
     private static FlowEndpointDto Party(uint addr, ushort port, uint identity, EndpointRef? ep, IReadOnlyList<string>? labels) =>

@@ -12,10 +12,13 @@ namespace Trellis.Agent.Flows;
 public sealed record EnrichmentSnapshot(
     FrozenDictionary<uint, EndpointRef> EndpointsByIp,
     FrozenDictionary<uint, IReadOnlyList<string>> IdentityLabels,
-    FrozenDictionary<uint, PolicyRef> Policies)
+    FrozenDictionary<uint, PolicyRef> Policies,
+    FrozenDictionary<ulong, (uint Ip, uint Identity)> EndpointsByCgroup,
+    FrozenDictionary<uint, string> Frontends)
 {
     public static readonly EnrichmentSnapshot Empty = new(
-        FrozenDictionary<uint, EndpointRef>.Empty, FrozenDictionary<uint, IReadOnlyList<string>>.Empty, FrozenDictionary<uint, PolicyRef>.Empty);
+        FrozenDictionary<uint, EndpointRef>.Empty, FrozenDictionary<uint, IReadOnlyList<string>>.Empty, FrozenDictionary<uint, PolicyRef>.Empty,
+        FrozenDictionary<ulong, (uint, uint)>.Empty, FrozenDictionary<uint, string>.Empty);
 }
 
 /// <summary>Reads flow events from the datapath's ring buffer on a dedicated thread into the flow store.</summary>
@@ -31,6 +34,13 @@ public sealed class FlowMonitor : IDisposable
     public volatile EnrichmentSnapshot Snapshot = EnrichmentSnapshot.Empty;
 
     public long Received { get; private set; }
+
+    // Socket load balancing rewrites connect(); the packets that follow carry only the backend's address. The
+    // translation event says which service it was, and the connection's first packet (seen right after at TC)
+    // is matched to it by (client, backend, port, protocol). Bounded: cleared when full (a miss only loses the
+    // service name of a flow, never the flow).
+    private readonly Dictionary<(uint Client, uint Backend, ushort Port, byte Proto), uint> _recentTranslations = new();
+    private const int RecentTranslationsMax = 16384;
 
     public FlowMonitor(NodeDatapath datapath, FlowStore store, ILogger log)
     {
@@ -68,13 +78,33 @@ public sealed class FlowMonitor : IDisposable
         var ev = MemoryMarshal.Read<FlowEvent>(data);
         Received++;
         var snap = Snapshot;
+        if (ev.CgroupId != 0 && ev.SAddr == 0)
+        {
+            // A socket event: the client is the pod whose cgroup made the call; the socket programs sit on the
+            // node's cgroup, so any other caller is a process of the host.
+            if (snap.EndpointsByCgroup.TryGetValue(ev.CgroupId, out var client))
+                (ev.SAddr, ev.SrcIdentity) = client;
+            else
+                ev.SrcIdentity = Identities.Host;
+        }
+        if (ev.Verdict == (byte)Verdict.Translated && ev.SAddr != 0)
+        {
+            if (_recentTranslations.Count >= RecentTranslationsMax) _recentTranslations.Clear();
+            _recentTranslations[(ev.SAddr, ev.DAddr, ev.DPort, ev.Proto)] = ev.FrontendId;
+        }
+        else if (ev.FrontendId == 0 && ev.Verdict != (byte)Verdict.Translated &&
+                 _recentTranslations.TryGetValue((ev.SAddr, ev.DAddr, ev.DPort, ev.Proto), out var fid))
+        {
+            ev.FrontendId = fid;
+        }
         var time = new DateTimeOffset(_monoToWallOffsetTicks + (long)(ev.TimestampNs / 100), TimeSpan.Zero);
         snap.EndpointsByIp.TryGetValue(ev.SAddr, out var src);
         snap.EndpointsByIp.TryGetValue(ev.DAddr, out var dst);
         snap.IdentityLabels.TryGetValue(ev.SrcIdentity, out var srcLabels);
         snap.IdentityLabels.TryGetValue(ev.DstIdentity, out var dstLabels);
         PolicyRef? policy = ev.PolicyId != 0 && snap.Policies.TryGetValue(ev.PolicyId, out var p) ? p : null;
-        _store.Add(new StoredFlow(ev, time, src, dst, srcLabels, dstLabels, policy));
+        string? service = ev.FrontendId != 0 && snap.Frontends.TryGetValue(ev.FrontendId, out var svc) ? svc : null;
+        _store.Add(new StoredFlow(ev, time, src, dst, srcLabels, dstLabels, policy, service));
     }
 
     public void Dispose()

@@ -9,7 +9,7 @@ public sealed record EndpointRef(string Namespace, string Pod, IReadOnlyList<str
 public sealed record PolicyRef(string Name, string? Namespace);
 
 public readonly record struct StoredFlow(FlowEvent Raw, DateTimeOffset Time, EndpointRef? Source, EndpointRef? Destination,
-    IReadOnlyList<string>? SourceLabels, IReadOnlyList<string>? DestinationLabels, PolicyRef? Policy);
+    IReadOnlyList<string>? SourceLabels, IReadOnlyList<string>? DestinationLabels, PolicyRef? Policy, string? Service = null);
 
 /// <summary>A bounded ring of recent flows plus live subscribers (follow). Nothing is dropped silently:
 /// overwritten flows and flows a slow subscriber missed are counted.</summary>

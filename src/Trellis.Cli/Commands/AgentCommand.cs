@@ -12,6 +12,8 @@ internal static class AgentCommand
     {
         var podCidr = new Option<string>("--pod-cidr") { Description = "IPv4 CIDR the node's pods get addresses from", DefaultValueFactory = _ => "10.200.0.0/24" };
         var flowStore = new Option<int>("--flow-store-size") { Description = "How many recent flows the agent keeps", DefaultValueFactory = _ => 4096 };
+        var lbAlgorithm = new Option<string>("--lb-algorithm") { Description = "Backend selection for NodePort traffic when a service does not choose (annotation service.cilium.io/lb-algorithm): random or maglev", DefaultValueFactory = _ => "random" };
+        lbAlgorithm.AcceptOnlyFromAmong("random", "maglev");
         var cmd = new Command("agent", """
             Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
             and serves the API on /run/trellis/NODE/agent.sock. 'trellis lab up' starts it for you.
@@ -21,12 +23,19 @@ internal static class AgentCommand
             """);
         cmd.Options.Add(podCidr);
         cmd.Options.Add(flowStore);
+        cmd.Options.Add(lbAlgorithm);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
             if (!Trellis.Bpf.BpfFs.IsRoot)
                 throw new Trellis.Datapath.DatapathException("trellis agent must run as root (it loads BPF programs and configures network devices)");
-            var options = new AgentOptions { Node = node, PodCidr = r.GetValue(podCidr)!, FlowStoreSize = r.GetValue(flowStore) };
+            var options = new AgentOptions
+            {
+                Node = node,
+                PodCidr = r.GetValue(podCidr)!,
+                FlowStoreSize = r.GetValue(flowStore),
+                LbAlgorithm = r.GetValue(lbAlgorithm) == "maglev" ? Trellis.Policy.LbAlgorithm.Maglev : Trellis.Policy.LbAlgorithm.Random,
+            };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
                 .SetMinimumLevel(LogLevel.Information));

@@ -11,6 +11,8 @@ internal static class LabCommands
         lab.Subcommands.Add(Up());
         lab.Subcommands.Add(Down());
         lab.Subcommands.Add(Exec());
+        lab.Subcommands.Add(HostExec());
+        lab.Subcommands.Add(Delete());
         return lab;
     }
 
@@ -80,6 +82,48 @@ internal static class LabCommands
         cmd.Options.Add(ns);
         cmd.SetAction(r => Global.Run(() =>
             Task.FromResult(LabRunner.Exec(r.GetValue(Global.Node)!, r.GetValue(ns)!, r.GetValue(pod)!, r.GetValue(command)!))));
+        return cmd;
+    }
+
+    private static Command HostExec()
+    {
+        var command = new Argument<string[]>("command") { Description = "Command and arguments (after --)", Arity = ArgumentArity.OneOrMore };
+        var cmd = new Command("host-exec", """
+            Run a command on the lab's node itself (its network namespace, inside the node's cgroup so service
+            addresses are load-balanced for it as for pods). Exits with the command's exit code.
+
+            Example:
+              trellis lab host-exec -- curl -s http://10.200.0.1:30080/
+            """);
+        cmd.Arguments.Add(command);
+        cmd.SetAction(r => Global.Run(() => Task.FromResult(LabRunner.ExecHost(r.GetValue(Global.Node)!, r.GetValue(command)!))));
+        return cmd;
+    }
+
+    private static Command Delete()
+    {
+        var pod = new Argument<string>("pod") { Description = "Pod name" };
+        var ns = new Option<string>("--namespace", "-n") { Description = "Pod namespace", DefaultValueFactory = _ => "default" };
+        var grace = new Option<double>("--grace-period") { Description = "Seconds the pod keeps running as a terminating backend before it is stopped", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("delete", """
+            Delete one pod. With --grace-period it turns terminating first: services send it no new connections while
+            its open ones continue, then it is stopped and removed (as Kubernetes deletes a pod).
+
+            Example:
+              trellis lab delete backend-2 -n shop --grace-period 30
+            """);
+        cmd.Arguments.Add(pod);
+        cmd.Options.Add(ns);
+        cmd.Options.Add(grace);
+        cmd.SetAction((r, ct) => Global.Run(async () =>
+        {
+            var seconds = r.GetValue(grace);
+            if (seconds < 0 || double.IsNaN(seconds))
+                throw new LabException($"--grace-period must be 0 or more seconds, not {seconds}");
+            var runner = new LabRunner(new LabOptions { Node = r.GetValue(Global.Node)!, TrellisCommand = Global.SelfCommand(), Progress = Console.WriteLine });
+            await runner.DeletePodAsync(r.GetValue(ns)!, r.GetValue(pod)!, TimeSpan.FromSeconds(seconds), ct);
+            return 0;
+        }));
         return cmd;
     }
 }

@@ -45,7 +45,7 @@ internal static class ObserveCommand
     internal static string Compact(FlowDto f)
     {
         static string Who(FlowEndpointDto e) =>
-            (e.Pod is not null ? $"{e.Namespace}/{e.Pod}" : e.Ip) + (e.Port != 0 ? $":{e.Port}" : "") + $" (ID:{e.Identity})";
+            (e.Pod is not null ? $"{e.Namespace}/{e.Pod}" : e.Ip == "0.0.0.0" && e.Identity == 1 ? "host" : e.Ip) + (e.Port != 0 ? $":{e.Port}" : "") + $" (ID:{e.Identity})";
         var verdict = f.Verdict switch
         {
             "FORWARDED" => "[green]FORWARDED[/]",
@@ -56,7 +56,8 @@ internal static class ObserveCommand
         var policy = f.PolicyName is null ? null : Markup.Escape((f.PolicyNamespace is null ? "" : f.PolicyNamespace + "/") + f.PolicyName);
         var why = f.DropReason is not null ? $" [red]{Markup.Escape(f.DropReason)}[/]{(policy is null ? "" : $" ({policy})")}"
             : policy is not null ? $" by policy {policy}" : "";
-        return $"{f.Time.ToLocalTime():MMM dd HH:mm:ss.fff} [[{Markup.Escape(f.Node)}]] {Markup.Escape(Who(f.Source))} -> {Markup.Escape(Who(f.Destination))} " +
+        var service = f.Service is null ? "" : $" via service {f.Service}";
+        return $"{f.Time.ToLocalTime():MMM dd HH:mm:ss.fff} [[{Markup.Escape(f.Node)}]] {Markup.Escape(Who(f.Source))} -> {Markup.Escape(Who(f.Destination) + service)} " +
                $"{f.Direction.ToLowerInvariant()} {verdict}{Markup.Escape(detail)}{why}";
     }
 }

@@ -4,9 +4,9 @@ using YamlDotNet.RepresentationModel;
 
 namespace Trellis.Policy;
 
-// Kubernetes v1 Service, type ClusterIP only. Everything that would change how traffic is routed (other types,
-// headless, session affinity, Local traffic policies, dual-stack) is refused as "not supported yet" rather than
-// ignored, so a manifest never means something other than what the lab does.
+// Kubernetes v1 Service, types ClusterIP and NodePort. Everything that would change how traffic is routed and is not
+// implemented (LoadBalancer, ExternalName, headless, external IPs, dual-stack) is refused as "not supported yet"
+// rather than ignored, so a manifest never means something other than what the lab does.
 public static partial class ManifestParser
 {
     private static readonly string[] ServiceFields = ["apiVersion", "kind", "metadata", "spec"];
@@ -24,8 +24,10 @@ public static partial class ManifestParser
         "trafficDistribution",
     ];
 
-    private static readonly string[] ServicePortFields = ["name", "port", "targetPort", "protocol", "appProtocol"];
-    private static readonly string[] ServicePortUnsupported = ["nodePort"];
+    private static readonly string[] ServicePortFields = ["name", "port", "targetPort", "protocol", "appProtocol", "nodePort"];
+
+    /// <summary>Cilium's per-service annotation choosing the backend selection of the per-packet path.</summary>
+    public const string LbAlgorithmAnnotation = "service.cilium.io/lb-algorithm";
 
     private static ServiceResource ParseService(ParseContext ctx, MapReader doc)
     {
@@ -33,17 +35,26 @@ public static partial class ManifestParser
         var specNode = doc.Get("spec") ?? throw ctx.Error(doc.Node, "spec", "spec is required (with ports)");
         var spec = new MapReader(ctx, specNode, "spec", ServiceSpecFields, ServiceSpecUnsupported);
 
-        if (spec.String("type") is { } type && type != "ClusterIP")
+        var type = ServiceType.ClusterIP;
+        if (spec.String("type") is { } typeText)
         {
-            throw ctx.Error(spec.Get("type")!, spec.Field("type"), type is "NodePort" or "LoadBalancer" or "ExternalName"
-                ? $"service type {type} is not supported yet; only ClusterIP is"
-                : $"invalid service type \"{type}\": use ClusterIP (case-sensitive)");
+            type = typeText switch
+            {
+                "ClusterIP" => ServiceType.ClusterIP,
+                "NodePort" => ServiceType.NodePort,
+                "LoadBalancer" or "ExternalName" => throw ctx.Error(spec.Get("type")!, spec.Field("type"),
+                    $"service type {typeText} is not supported yet; use ClusterIP or NodePort"),
+                _ => throw ctx.Error(spec.Get("type")!, spec.Field("type"), $"invalid service type \"{typeText}\": use ClusterIP or NodePort (case-sensitive)"),
+            };
         }
 
         var clusterIP = ParseClusterIP(ctx, spec);
         var affinity = ParseAffinity(ctx, spec);
-        CheckEnum(ctx, spec, "internalTrafficPolicy", "Cluster", ["Local"]);
-        CheckEnum(ctx, spec, "externalTrafficPolicy", "Cluster", ["Local"]);
+        var internalLocal = TrafficPolicy(ctx, spec, "internalTrafficPolicy");
+        var externalLocal = TrafficPolicy(ctx, spec, "externalTrafficPolicy");
+        // Kubernetes clears the field on ClusterIP services; Local there would promise something that cannot happen.
+        if (externalLocal && type == ServiceType.ClusterIP)
+            throw ctx.Error(spec.Get("externalTrafficPolicy")!, spec.Field("externalTrafficPolicy"), "externalTrafficPolicy Local needs type NodePort (a ClusterIP service has no external traffic)");
         CheckEnum(ctx, spec, "ipFamilyPolicy", "SingleStack", ["PreferDualStack", "RequireDualStack"]);
         foreach (var (node, path) in spec.List("ipFamilies") ?? [])
         {
@@ -57,10 +68,29 @@ public static partial class ManifestParser
         }
 
         var selector = ParseLabels(ctx, spec, "selector");
+        LbAlgorithm? algorithm = null;
+        foreach (var (key, value, valueNode) in meta.Annotations.Where(a => a.Key.Value == LbAlgorithmAnnotation))
+        {
+            algorithm = value switch
+            {
+                "random" => LbAlgorithm.Random,
+                "maglev" => LbAlgorithm.Maglev,
+                _ => throw ctx.Error(valueNode, $"metadata.annotations.{key.Value}", $"invalid load-balancing algorithm \"{value}\": use random or maglev"),
+            };
+        }
+        var ports = ParseServicePorts(ctx, spec, type);
         return new ServiceResource(meta.Name, meta.Namespace!,
             selector.Count == 0 ? null : selector, // Labels: an ordinal, value-equal dictionary
-            clusterIP, ParseServicePorts(ctx, spec), ctx.Location(doc.Node), affinity);
+            clusterIP, ports, ctx.Location(doc.Node), affinity, type, externalLocal, internalLocal, algorithm);
     }
+
+    /// <summary>Cluster (default) or Local.</summary>
+    private static bool TrafficPolicy(ParseContext ctx, MapReader spec, string field) => spec.String(field) switch
+    {
+        null or "Cluster" => false,
+        "Local" => true,
+        var other => throw ctx.Error(spec.Get(field)!, spec.Field(field), $"invalid {field} \"{other}\": use Cluster or Local (case-sensitive)"),
+    };
 
     /// <summary>sessionAffinity None (default) or ClientIP with sessionAffinityConfig.clientIP.timeoutSeconds
     /// (1..86400, default 10800), as the Kubernetes API validates it. Returns the timeout, or null for None.</summary>
@@ -139,7 +169,7 @@ public static partial class ManifestParser
         return ip.ToString();
     }
 
-    private static ServicePort[] ParseServicePorts(ParseContext ctx, MapReader spec)
+    private static ServicePort[] ParseServicePorts(ParseContext ctx, MapReader spec, ServiceType type)
     {
         var items = spec.List("ports");
         if (items is null || items.Count == 0)
@@ -148,7 +178,7 @@ public static partial class ManifestParser
         var result = new List<(ServicePort Port, string Path)>();
         foreach (var (node, path) in items)
         {
-            var p = new MapReader(ctx, node, path, ServicePortFields, ServicePortUnsupported);
+            var p = new MapReader(ctx, node, path, ServicePortFields);
 
             var name = p.String("name");
             if (name is not null)
@@ -192,10 +222,20 @@ public static partial class ManifestParser
 
             p.String("appProtocol"); // accepted and ignored, but must be a string
 
+            ushort? nodePort = null;
+            if (p.Get("nodePort") is { } npNode)
+            {
+                if (type != ServiceType.NodePort)
+                    throw ctx.Error(npNode, p.Field("nodePort"), "nodePort may only be set when type is NodePort");
+                nodePort = ServicePortNumber(ctx, npNode, p.Field("nodePort"), "nodePort");
+            }
+
             if (result.FirstOrDefault(r => r.Port.Port == port && r.Port.Protocol == protocol) is { Path: { } dupPath })
                 throw ctx.Error(portNode, p.Field("port"), $"port {port}/{ProtocolName(protocol)} is used twice (first at {dupPath})");
 
-            result.Add((new ServicePort(name, port, targetPort, targetPortName, protocol), path));
+            if (nodePort is { } np && result.FirstOrDefault(r => r.Port.NodePort == np && r.Port.Protocol == protocol) is { Path: { } npPath })
+                throw ctx.Error(p.Get("nodePort")!, p.Field("nodePort"), $"nodePort {np}/{ProtocolName(protocol)} is used twice (first at {npPath})");
+            result.Add((new ServicePort(name, port, targetPort, targetPortName, protocol, nodePort), path));
         }
         return result.Select(r => r.Port).ToArray();
     }

@@ -106,8 +106,9 @@ public static partial class ManifestParser
             ("cilium.io/v2", ResourceKinds.CiliumNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: false),
             ("cilium.io/v2", ResourceKinds.CiliumClusterwideNetworkPolicy) => ParsePolicy(ctx, new MapReader(ctx, map, "", PolicyFields), clusterwide: true),
             ("networking.k8s.io/v1", ResourceKinds.NetworkPolicy) => ParseNetworkPolicy(ctx, new MapReader(ctx, map, "", NetworkPolicyFields)),
+            ("discovery.k8s.io/v1", ResourceKinds.EndpointSlice) => ParseEndpointSlice(ctx, new MapReader(ctx, map, "", EndpointSliceFields)),
             _ => throw ctx.Error(FindValue(map, "kind")!, "kind",
-                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, v1 Service, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy, networking.k8s.io/v1 NetworkPolicy"),
+                $"kind {kind} (apiVersion {apiVersion}) is not supported yet; supported: v1 Namespace, v1 Pod, v1 Service, discovery.k8s.io/v1 EndpointSlice, cilium.io/v2 CiliumNetworkPolicy, cilium.io/v2 CiliumClusterwideNetworkPolicy, networking.k8s.io/v1 NetworkPolicy"),
         };
     }
 
@@ -124,7 +125,8 @@ public static partial class ManifestParser
             : throw ctx.Error(node, key, $"expected a string, found {ParseContext.Describe(node)}");
     }
 
-    private sealed record Metadata(string Name, string? Namespace, Labels Labels);
+    private sealed record Metadata(string Name, string? Namespace, Labels Labels,
+        IReadOnlyList<(YamlScalarNode Key, string Value, YamlNode ValueNode)> Annotations);
 
     private static Metadata ParseMetadata(ParseContext ctx, MapReader doc, string kind, bool namespaced)
     {
@@ -145,8 +147,8 @@ public static partial class ManifestParser
             throw ctx.Error(nsNode, meta.Field("namespace"), $"{kind} is cluster-scoped; remove metadata.namespace");
         }
 
-        meta.StringMap("annotations"); // accepted and ignored, but must still be well-formed
-        return new Metadata(name, ns, ParseLabels(ctx, meta, "labels"));
+        var annotations = meta.StringMap("annotations") ?? []; // well-formed; each kind reads the ones it knows
+        return new Metadata(name, ns, ParseLabels(ctx, meta, "labels"), annotations);
     }
 
     private static void CheckName(ParseContext ctx, MapReader reader, string field, string value)

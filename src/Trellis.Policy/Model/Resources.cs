@@ -19,22 +19,43 @@ public sealed record Container(string Name, IReadOnlyList<string> Command, IRead
 
 public sealed record ContainerPort(string? Name, ushort Port, L4Proto Protocol);
 
+public enum ServiceType { ClusterIP, NodePort }
+
+/// <summary>How a frontend picks a backend for a new flow.</summary>
+public enum LbAlgorithm { Random, Maglev }
+
 /// <summary>
-/// A v1 Service (type ClusterIP only). <paramref name="Selector"/> is null for a service without selector (an absent
+/// A v1 Service of type ClusterIP or NodePort. <paramref name="Selector"/> is null for a service without selector (an absent
 /// or empty spec.selector: Kubernetes then creates no endpoints, they are given elsewhere). <paramref name="ClusterIP"/>
 /// is null when the manifest leaves it to be allocated.
 /// </summary>
 /// <param name="AffinityTimeoutSeconds">sessionAffinity ClientIP: how long a client keeps its backend; null = no affinity.</param>
+/// <param name="ExternalTrafficLocal">externalTrafficPolicy: Local (NodePort traffic only to this node's backends).</param>
+/// <param name="InternalTrafficLocal">internalTrafficPolicy: Local (ClusterIP traffic from this node only to its backends).</param>
+/// <param name="Algorithm">The service.cilium.io/lb-algorithm annotation; null = the node's default.</param>
 public sealed record ServiceResource(string Name, string Namespace, IReadOnlyDictionary<string, string>? Selector, string? ClusterIP,
-    IReadOnlyList<ServicePort> Ports, SourceLocation Location, int? AffinityTimeoutSeconds = null)
+    IReadOnlyList<ServicePort> Ports, SourceLocation Location, int? AffinityTimeoutSeconds = null,
+    ServiceType Type = ServiceType.ClusterIP, bool ExternalTrafficLocal = false, bool InternalTrafficLocal = false,
+    LbAlgorithm? Algorithm = null)
     : Resource(ResourceKinds.Service, Name, Namespace, Location);
+
+/// <summary>A discovery.k8s.io/v1 EndpointSlice: explicit backends of the service named by its
+/// kubernetes.io/service-name label (for services without a selector).</summary>
+public sealed record EndpointSliceResource(string Name, string Namespace, string ServiceName, IReadOnlyList<EndpointSlicePort> Ports,
+    IReadOnlyList<SliceEndpoint> Endpoints, SourceLocation Location)
+    : Resource(ResourceKinds.EndpointSlice, Name, Namespace, Location);
+
+public sealed record EndpointSlicePort(string? Name, ushort Port, L4Proto Protocol);
+
+/// <summary>One endpoint of a slice, with the conditions Kubernetes gives it (absent ready/serving mean ready).</summary>
+public sealed record SliceEndpoint(string Address, bool Ready, bool Serving, bool Terminating, string? NodeName);
 
 /// <summary>
 /// One port of a <see cref="ServiceResource"/>. Exactly one of <paramref name="TargetPort"/> (a number; 0 when the
 /// target is named) and <paramref name="TargetPortName"/> (a container port name) is set; an absent targetPort is
 /// the same number as <paramref name="Port"/>.
 /// </summary>
-public sealed record ServicePort(string? Name, ushort Port, ushort TargetPort, string? TargetPortName, L4Proto Protocol);
+public sealed record ServicePort(string? Name, ushort Port, ushort TargetPort, string? TargetPortName, L4Proto Protocol, ushort? NodePort = null);
 
 /// <summary>Which policy language a <see cref="PolicyResource"/> was written in.</summary>
 public enum PolicyKind
@@ -85,6 +106,7 @@ public static class ResourceKinds
     public const string Namespace = "Namespace";
     public const string Pod = "Pod";
     public const string Service = "Service";
+    public const string EndpointSlice = "EndpointSlice";
     public const string CiliumNetworkPolicy = "CiliumNetworkPolicy";
     public const string CiliumClusterwideNetworkPolicy = "CiliumClusterwideNetworkPolicy";
     public const string NetworkPolicy = "NetworkPolicy";

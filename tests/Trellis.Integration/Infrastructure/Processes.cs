@@ -3,6 +3,13 @@ namespace Trellis.Integration.Infrastructure;
 public static class Processes
 {
     /// <summary>Runs a process with captured output, killing it (and its children) after <paramref name="timeout"/>.</summary>
+    public static Task<ExecResult> RunAsync(string file, TimeSpan timeout, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return RunAsync(psi, timeout);
+    }
+
     public static async Task<ExecResult> RunAsync(System.Diagnostics.ProcessStartInfo psi, TimeSpan timeout)
     {
         using var p = System.Diagnostics.Process.Start(psi)!;

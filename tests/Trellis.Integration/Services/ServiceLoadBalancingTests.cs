@@ -7,17 +7,7 @@ namespace Trellis.Integration.Services;
 [Trait("Requires", "root")]
 public sealed class ServiceLoadBalancingTests
 {
-    private const string Lab = """
-        apiVersion: v1
-        kind: Namespace
-        metadata: {name: shop}
-        ---
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: client, namespace: shop, labels: {app: client}}
-        spec:
-          containers: [{name: c, command: ["sleep", "infinity"]}]
-        ---
+    private const string Lab = ServiceLabs.ShopWithClient + """
         apiVersion: v1
         kind: Pod
         metadata: {name: web-1, namespace: shop, labels: {app: web}}

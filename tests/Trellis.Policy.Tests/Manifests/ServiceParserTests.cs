@@ -116,7 +116,7 @@ public class ServiceParserTests
     // Each case: extra spec lines after "spec:" (line 7 onwards), then the expected error.
     public static TheoryData<string, int, int, string, string> SpecErrors => new()
     {
-        { "  type: NodePort\n" + OnePort, 7, 9, "spec.type", "service type NodePort is not supported yet" },
+        { "  type: Nodeport\n" + OnePort, 7, 9, "spec.type", "invalid service type \"Nodeport\": use ClusterIP or NodePort" },
         { "  type: LoadBalancer\n" + OnePort, 7, 9, "spec.type", "service type LoadBalancer is not supported yet" },
         { "  type: ExternalName\n" + OnePort, 7, 9, "spec.type", "service type ExternalName is not supported yet" },
         { "  type: clusterip\n" + OnePort, 7, 9, "spec.type", "invalid service type \"clusterip\"" },
@@ -132,8 +132,8 @@ public class ServiceParserTests
         { "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 5}}\n" + OnePort, 7, 26, "spec.sessionAffinityConfig", "needs sessionAffinity: ClientIP" },
         { "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\n" + OnePort, 8, 54, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "from 1 to 86400" },
         { "  sessionAffinity: Sticky\n" + OnePort, 7, 20, "spec.sessionAffinity", "invalid sessionAffinity \"Sticky\": use None or ClientIP" },
-        { "  internalTrafficPolicy: Local\n" + OnePort, 7, 26, "spec.internalTrafficPolicy", "internalTrafficPolicy Local is not supported yet" },
-        { "  externalTrafficPolicy: Local\n" + OnePort, 7, 26, "spec.externalTrafficPolicy", "externalTrafficPolicy Local is not supported yet" },
+        { "  internalTrafficPolicy: local\n" + OnePort, 7, 26, "spec.internalTrafficPolicy", "invalid internalTrafficPolicy \"local\": use Cluster or Local" },
+        { "  externalTrafficPolicy: Local\n" + OnePort, 7, 26, "spec.externalTrafficPolicy", "externalTrafficPolicy Local needs type NodePort" },
         { "  ipFamilies: [IPv6]\n" + OnePort, 7, 16, "spec.ipFamilies[0]", "IPv6 is not supported yet" },
         { "  ipFamilies: [IPv4, IPv6]\n" + OnePort, 7, 22, "spec.ipFamilies[1]", "dual-stack services are not supported yet" },
         { "  ipFamilyPolicy: RequireDualStack\n" + OnePort, 7, 19, "spec.ipFamilyPolicy", "ipFamilyPolicy RequireDualStack is not supported yet" },
@@ -153,7 +153,9 @@ public class ServiceParserTests
         { "  ports:\n  - port: 80\n    targetPort: a-very-long-port-name\n", 9, 17, "spec.ports[0].targetPort", "is not a valid port name" },
         { "  ports:\n  - port: 80\n    protocol: SCTP\n", 9, 15, "spec.ports[0].protocol", "SCTP services are not supported yet" },
         { "  ports:\n  - port: 80\n    protocol: tcp\n", 9, 15, "spec.ports[0].protocol", "invalid protocol \"tcp\": use TCP or UDP (case-sensitive)" },
-        { "  ports:\n  - port: 80\n    nodePort: 30080\n", 9, 5, "spec.ports[0].nodePort", "nodePort is not supported yet" },
+        { "  ports:\n  - port: 80\n    nodePort: 30080\n", 9, 15, "spec.ports[0].nodePort", "nodePort may only be set when type is NodePort" },
+        { "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 0\n", 10, 15, "spec.ports[0].nodePort", "nodePort must be a number from 1 to 65535" },
+        { "  type: NodePort\n  ports:\n  - {name: a, port: 80, nodePort: 30001}\n  - {name: b, port: 81, nodePort: 30001}\n", 10, 35, "spec.ports[1].nodePort", "nodePort 30001/TCP is used twice" },
         { "  ports:\n  - port: 80\n    hostPort: 80\n", 9, 5, "spec.ports[0].hostPort", "unknown field \"hostPort\"" },
         { "  ports:\n  - {name: a, port: 80}\n  - port: 81\n", 9, 5, "spec.ports[1].name", "name is required when a service has more than one port" },
         { "  ports:\n  - {name: a, port: 80}\n  - {name: a, port: 81}\n", 9, 12, "spec.ports[1].name", "port name \"a\" is used twice (first at spec.ports[0])" },
@@ -187,4 +189,85 @@ public class ServiceParserTests
         Assert.Equal(10800, Parse(Head + "  sessionAffinity: ClientIP\n" + OnePort).AffinityTimeoutSeconds);
         Assert.Equal(60, Parse(Head + "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n" + OnePort).AffinityTimeoutSeconds);
     }
+
+    [Fact]
+    public void NodePort_service_with_traffic_policies_and_algorithm_annotation()
+    {
+        var svc = Parse("""
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: web
+              namespace: shop
+              annotations: {service.cilium.io/lb-algorithm: maglev, other: ignored}
+            spec:
+              type: NodePort
+              externalTrafficPolicy: Local
+              internalTrafficPolicy: Local
+              selector: {app: web}
+              ports:
+              - {name: http, port: 80, nodePort: 30080}
+              - {name: dns, port: 53, protocol: UDP}
+            """);
+        Assert.Equal(ServiceType.NodePort, svc.Type);
+        Assert.True(svc.ExternalTrafficLocal);
+        Assert.True(svc.InternalTrafficLocal);
+        Assert.Equal(LbAlgorithm.Maglev, svc.Algorithm);
+        Assert.Equal([(ushort?)30080, null], svc.Ports.Select(p => p.NodePort));
+        Assert.Null(Parse(Head + OnePort).Algorithm);
+    }
+
+    [Fact]
+    public void Unknown_lb_algorithm_is_an_error_at_the_annotation()
+    {
+        var e = Fails("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  annotations: {service.cilium.io/lb-algorithm: hash}\nspec:\n" + OnePort);
+        AssertError(e, 5, 49, "metadata.annotations.service.cilium.io/lb-algorithm", "invalid load-balancing algorithm \"hash\": use random or maglev");
+    }
+
+    private const string Slice = """
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: legacy-1
+          namespace: shop
+          labels: {kubernetes.io/service-name: legacy}
+        addressType: IPv4
+        ports: [{name: http, port: 8080}, {name: dns, port: 53, protocol: UDP}]
+        endpoints:
+        - addresses: [192.0.2.20]
+          nodeName: node-a
+        - addresses: [192.0.2.21]
+          conditions: {ready: false, serving: true, terminating: true}
+        - addresses: [192.0.2.22]
+          conditions: {ready: false}
+
+        """;
+
+    [Fact]
+    public void EndpointSlice_parses_with_Kubernetes_condition_defaults()
+    {
+        var s = Assert.IsType<EndpointSliceResource>(Assert.Single(ManifestParser.Parse(Slice, File)));
+        Assert.Equal(("legacy-1", "shop", "legacy"), (s.Name, s.Namespace, s.ServiceName));
+        Assert.Equal([new EndpointSlicePort("http", 8080, L4Proto.Tcp), new EndpointSlicePort("dns", 53, L4Proto.Udp)], s.Ports);
+        Assert.Equal(new SliceEndpoint("192.0.2.20", true, true, false, "node-a"), s.Endpoints[0]);
+        Assert.Equal(new SliceEndpoint("192.0.2.21", false, true, true, null), s.Endpoints[1]);
+        Assert.Equal(new SliceEndpoint("192.0.2.22", false, false, false, null), s.Endpoints[2]);
+    }
+
+    public static TheoryData<string, string, int, int, string, string> SliceErrors => new()
+    {
+        { "  labels: {kubernetes.io/service-name: legacy}", "  labels: {app: x}", 4, 3, "metadata.labels", "needs the label kubernetes.io/service-name" },
+        { "addressType: IPv4", "addressType: FQDN", 7, 14, "addressType", "addressType FQDN is not supported yet" },
+        { "- addresses: [192.0.2.20]", "- addresses: [192.0.2.20, 192.0.2.23]", 10, 14, "endpoints[0].addresses", "exactly one address, found 2" },
+        { "- addresses: [192.0.2.20]", "- addresses: [127.0.0.1]", 10, 15, "endpoints[0].addresses[0]", "cannot be an endpoint" },
+        { "- addresses: [192.0.2.20]", "- addresses: [192.0.2.300]", 10, 15, "endpoints[0].addresses[0]", "not a valid IPv4 address" },
+        { "  conditions: {ready: false}", "  conditions: {ready: maybe}", 15, 23, "endpoints[2].conditions.ready", "expected true or false" },
+        { "  conditions: {ready: false}", "  hints: {forZones: [{name: a}]}", 15, 3, "endpoints[2].hints", "hints is not supported yet" },
+        { "{name: dns, port: 53, protocol: UDP}", "{name: dns, protocol: UDP}", 8, 35, "ports[1].port", "port is required" },
+    };
+
+    [Theory]
+    [MemberData(nameof(SliceErrors))]
+    public void EndpointSlice_errors_point_at_the_field(string from, string to, int line, int column, string field, string containing) =>
+        AssertError(Fails(Slice.Replace(from, to)), line, column, field, containing);
 }
