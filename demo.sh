@@ -42,12 +42,25 @@ t observe --last 40
 step "Only the drops (trellis observe --verdict DROPPED)"
 t observe --verdict DROPPED --last 10
 
+step "Services: ClusterIPs load-balanced in the kernel at connect() (examples/shop/services.yaml)"
+t service apply -f examples/shop/services.yaml
+t service list
+vip_of() { t service list -o json | python3 -c "import json,sys; print(next(s['clusterIp'] for s in json.load(sys.stdin) if s['name']=='$1'))"; }
+BACKEND_VIP=$(vip_of backend); DB_VIP=$(vip_of db)
+# Policy applies to the backend the service picked, exactly as to direct pod traffic.
+try "shop/frontend -> backend service $BACKEND_VIP:80" frontend shop -- curl -s -m 2 "http://$BACKEND_VIP/"
+try "shop/frontend -> db service $DB_VIP:5432" frontend shop -- socat -T2 /dev/null "TCP:$DB_VIP:5432,connect-timeout=2"
+try "shop/backend  -> db service $DB_VIP:5432" backend shop -- socat -T2 /dev/null "TCP:$DB_VIP:5432,connect-timeout=2"
+sleep 0.3
+t observe --last 8
+
 cat <<'TXT'
 
 The lab is still running. Try:
   ./trellis status                      # agent, BPF programs, maps
   ./trellis observe --follow            # live flows (Ctrl-C to stop)
   ./trellis lab exec frontend -n shop -- curl -s http://10.200.0.3:8080/
+  ./trellis service list                # frontends -> backends, with their states
   ./trellis policy delete backend-from-frontend -n shop
   ./trellis lab down                    # remove everything
 TXT

@@ -10,12 +10,13 @@ using Trellis.Policy;
 // real agent runs), in a scratch pin root and state dir that are removed afterwards.
 int services = Arg("--services", 10_000), backends = Arg("--backends", 10);
 var pinRoot = $"/sys/fs/bpf/trellis-bench-{Environment.ProcessId}";
-var stateDir = Path.Combine(Path.GetTempPath(), $"trellis-bench-{Environment.ProcessId}");
+// /var/tmp, not /tmp: persistence is the point of the apply figure, and /tmp may be tmpfs.
+var stateDir = $"/var/tmp/trellis-bench-{Environment.ProcessId}";
 try
 {
     using var dp = NodeDatapath.Load(pinRoot);
     var store = new FileStateStore(stateDir);
-    var manager = new ServiceManager(store, dp, "10.96.0.0/12");
+    var manager = new ServiceManager(store, dp, "10.96.0.0/12", "bench", LbAlgorithm.Random);
 
     // Endpoints: one app label per service, B pods each.
     var endpoints = new List<EndpointState>(services * backends);
@@ -42,7 +43,7 @@ try
     var parsed = ManifestParser.Parse(yaml, "bench.yaml").OfType<ServiceResource>().ToList();
     var parseMs = sw.Elapsed.TotalMilliseconds;
     sw.Restart();
-    foreach (var svc in parsed) manager.Apply(svc, "bench.yaml", "");
+    manager.Apply(parsed, "bench.yaml", yaml); // one batch, as `trellis service apply -f` of one file
     var applyMs = sw.Elapsed.TotalMilliseconds;
 
     sw.Restart();

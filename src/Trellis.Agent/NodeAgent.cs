@@ -790,7 +790,7 @@ public sealed class NodeAgent : IDisposable
         {
             var byIp = _endpoints.Values.ToFrozenDictionary(
                 e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)),
-                e => new EndpointRef(e.State.Namespace, e.State.Pod, e.State.Labels.OrderBy(l => l.Key).Select(l => $"k8s:{l.Key}={l.Value}").ToList()));
+                e => new EndpointRef(e.State.Namespace, e.State.Pod, e.State.Labels.OrderBy(l => l.Key).Select(l => $"k8s:{l.Key}={l.Value}").ToList(), e.State.Identity));
             var labels = _identities.All.ToDictionary(i => i.Id, i => (IReadOnlyList<string>)i.Labels.Select(l => $"k8s:{l.Key}={l.Value}").ToList());
             labels[Identities.Host] = ["reserved:host"];
             labels[Identities.World] = ["reserved:world"];

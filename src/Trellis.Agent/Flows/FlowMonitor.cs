@@ -100,6 +100,7 @@ public sealed class FlowMonitor : IDisposable
         var time = new DateTimeOffset(_monoToWallOffsetTicks + (long)(ev.TimestampNs / 100), TimeSpan.Zero);
         snap.EndpointsByIp.TryGetValue(ev.SAddr, out var src);
         snap.EndpointsByIp.TryGetValue(ev.DAddr, out var dst);
+        if (ev.DstIdentity == 0 && dst is not null) ev.DstIdentity = dst.Identity; // socket events know only the address
         snap.IdentityLabels.TryGetValue(ev.SrcIdentity, out var srcLabels);
         snap.IdentityLabels.TryGetValue(ev.DstIdentity, out var dstLabels);
         PolicyRef? policy = ev.PolicyId != 0 && snap.Policies.TryGetValue(ev.PolicyId, out var p) ? p : null;

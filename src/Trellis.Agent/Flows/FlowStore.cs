@@ -4,7 +4,7 @@ using Trellis.Datapath;
 namespace Trellis.Agent.Flows;
 
 /// <summary>Who an address belonged to when the flow was seen (shared, immutable: no allocation per flow).</summary>
-public sealed record EndpointRef(string Namespace, string Pod, IReadOnlyList<string> Labels);
+public sealed record EndpointRef(string Namespace, string Pod, IReadOnlyList<string> Labels, uint Identity = 0);
 
 public sealed record PolicyRef(string Name, string? Namespace);
 

@@ -113,7 +113,8 @@ public sealed class ServiceManager
         var takenNodePorts = _services.Values.SelectMany(s => NodePortsOf(s.Stored, s.Resource).Select(p => (p.Port, p.Proto, Owner: $"{s.Stored.Namespace}/{s.Stored.Name}")))
             .GroupBy(x => (x.Port, x.Proto)).ToDictionary(g => g.Key, g => g.First().Owner);
         uint nextId = _nextId;
-        foreach (var svc in services)
+        var documents = ManifestText.DocumentsAt(yaml, services.Select(x => x.Location.Line).ToList());
+        foreach (var (svc, document) in services.Zip(documents))
         {
             var key = $"{svc.Namespace}/{svc.Name}";
             if (svc.Ports.Count > MaxPortsPerService)
@@ -168,7 +169,8 @@ public sealed class ServiceManager
                 }
             }
             var id = old.Stored?.Id ?? nextId++;
-            result.Add(new StoredService(id, svc.Name, svc.Namespace!, ip, fileName, yaml, DateTimeOffset.UtcNow, nodePorts));
+            // Each service keeps its own document, not the whole file: a file of 10,000 services must not be stored 10,000 times.
+            result.Add(new StoredService(id, svc.Name, svc.Namespace!, ip, fileName, document, DateTimeOffset.UtcNow, nodePorts));
         }
         // All checked: record and persist.
         var writes = new List<KeyValuePair<string, string>>();
@@ -221,9 +223,10 @@ public sealed class ServiceManager
     public void ApplySlices(IReadOnlyList<EndpointSliceResource> slices, string fileName, string yaml)
     {
         var writes = new List<KeyValuePair<string, string>>();
-        foreach (var s in slices)
+        var documents = ManifestText.DocumentsAt(yaml, slices.Select(x => x.Location.Line).ToList());
+        foreach (var (s, document) in slices.Zip(documents))
         {
-            var stored = new StoredSlice(s.Name, s.Namespace!, fileName, yaml);
+            var stored = new StoredSlice(s.Name, s.Namespace!, fileName, document);
             _slices[$"{s.Namespace}/{s.Name}"] = (stored, s);
             writes.Add(new($"endpointslices/{s.Namespace}/{s.Name}", JsonSerializer.Serialize(stored)));
         }
