@@ -41,7 +41,7 @@ static __always_inline void report(struct bpf_sock_addr *ctx, __u32 addr, __u16 
 	e->dir = DIR_EGRESS;
 	e->frontend_id = frontend_id;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&trellis_events, BPF_RB_AVAIL_DATA) > EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void report_no_backend(struct bpf_sock_addr *ctx, __u32 frontend_id)
@@ -150,4 +150,14 @@ SEC("cgroup/getpeername4")
 int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	return reverse(ctx);
+}
+
+/* A closed socket's translation is forgotten at once, so the LRU map holds only live sockets and never evicts
+ * the entry of a long-lived one under connection churn. */
+SEC("cgroup/sock_release")
+int sock_release(struct bpf_sock *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_delete_elem(&trellis_lb4_sockets, &cookie);
+	return SYS_PROCEED;
 }

@@ -12,8 +12,10 @@ if ! command -v dotnet >/dev/null; then
 fi
 
 # clang/llvm + libbpf headers + bpftool build the datapath (gcc builds a libbpf layout probe in the tests); iproute2/util-linux/procps plumb the lab;
-# python3, socat and curl are the lab's servers and clients.
-packages=(clang llvm gcc libc6-dev libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps coreutils kmod python3 socat curl ca-certificates)
+# python3, socat and curl are the lab's servers and clients; nginx (server) and wrk (load generator) run in lab pods for bench/.
+# prometheus (the real server) scrapes the agent's metrics endpoint in tests/Trellis.Integration/Observability.
+# graphviz (dot) renders `trellis map` as SVG/PNG.
+packages=(clang llvm gcc libc6-dev libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps coreutils kmod python3 socat curl ca-certificates nginx wrk prometheus graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +24,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages with a daemon (nginx, prometheus) must not start a system service: the benches run their own nginx inside
+  # lab pods, and a start can fail where there is no init system (or port 80 is taken), failing the install.
+  # policy-rc.d answering 101 ("action forbidden") stops invoke-rc.d and deb-systemd-invoke; keep one that exists.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# written by trellis scripts/install-deps.sh for the duration of one apt-get install\nexit 101\n' >"$own_policy"
+    chmod 755 "$own_policy"
+    trap 'rm -f "$own_policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f "$own_policy"; trap - EXIT; fi
 fi
 
 # bpffs for pinned maps and programs.

@@ -12,6 +12,11 @@ static __always_inline void counter_inc(__u32 idx)
 		*c += 1; /* per-CPU: no atomics needed */
 }
 
+static __always_inline __u64 events_submit_flags(void)
+{
+	return bpf_ringbuf_query(&trellis_events, BPF_RB_AVAIL_DATA) > EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,
 					 __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id,
 					 __u32 frontend_id)
@@ -43,7 +48,7 @@ static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt
 	e->pkt_len = p->len;
 	e->frontend_id = frontend_id;
 	e->cgroup_id = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, events_submit_flags());
 }
 
 static __always_inline void emit_flow(struct __sk_buff *skb, const struct pkt *p, __u32 ep_id, __u32 src_id,

@@ -205,6 +205,11 @@ struct lb4_nat {
 #define LB4_NAT_MAX 262144
 #define LB4_MAGLEV_MAX 4096 /* frontends using Maglev */
 
+/* Flow events are submitted without waking the agent (a wakeup costs the sending program tens of microseconds,
+ * paid inside connect() or the softirq); the agent drains the ring on a short timer and is woken only once this
+ * much is waiting, so a burst never fills the 4 MiB ring unseen. */
+#define EVENTS_WAKEUP_BYTES (1 << 20)
+
 /* counters: per-CPU, indexed by COUNTER_*. */
 #define COUNTER_EVENTS_LOST 0
 #define COUNTER_FORWARDED 1

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Trellis.Agent.Api;
+using Trellis.Agent.Metrics;
 
 namespace Trellis.Agent;
 
@@ -10,10 +11,16 @@ public static class AgentHost
     {
         var log = loggers.CreateLogger("trellis.agent");
         using var agent = new NodeAgent(options, log);
+        // Metrics count every flow from the first one, so they are hooked up before the flow monitor starts.
+        var metricsAddress = string.IsNullOrEmpty(options.MetricsAddress) ? null : MetricsServer.ParseAddress(options.MetricsAddress);
+        var metrics = metricsAddress is null ? null : new AgentMetrics(agent.Health, log);
+        if (metrics is not null) agent.Flows.OnAdd = metrics.OnFlow;
         agent.Start();
         await using var app = ApiServer.Build(agent, options.SocketPath, new ForwardingProvider(loggers));
         await app.StartAsync(ct);
         log.LogInformation("API listening on {Socket}", options.SocketPath);
+        await using var metricsServer = metrics is null ? null : await MetricsServer.StartAsync(metrics, metricsAddress!, new ForwardingProvider(loggers), ct);
+        if (metricsServer is not null) log.LogInformation("metrics on http://{Address}/metrics", MetricsServer.Format(metricsServer.Address));
         try
         {
             await Task.Delay(Timeout.Infinite, ct);
@@ -21,6 +28,7 @@ public static class AgentHost
         catch (OperationCanceledException)
         {
         }
+        if (metricsServer is not null) await metricsServer.StopAsync();
         await app.StopAsync(CancellationToken.None);
         try { File.Delete(options.SocketPath); } catch (IOException) { }
         log.LogInformation("agent stopped; the datapath stays loaded and keeps enforcing");

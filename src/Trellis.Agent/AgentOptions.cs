@@ -17,6 +17,9 @@ public sealed record AgentOptions
     /// <summary>How often the node's devices are looked at (a NodePort answers on each of their addresses).</summary>
     public TimeSpan DeviceScanInterval { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan ConntrackGcInterval { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>HOST:PORT of the Prometheus metrics endpoint (GET /metrics); null or "" = no metrics endpoint.
+    /// 9962 is Cilium's agent metrics port.</summary>
+    public string? MetricsAddress { get; init; } = Metrics.MetricsServer.DefaultAddress;
     public string? StateDirOverride { get; init; }
     public string? PinRootOverride { get; init; }
     public string? SocketOverride { get; init; }

@@ -866,6 +866,26 @@ public sealed class NodeAgent : IDisposable
         }
     }
 
+    // --- metrics (read by Metrics/AgentMetrics at every scrape) ---
+
+    /// <summary>Counts under the lock (briefly), datapath maps and counters read outside it.</summary>
+    public Metrics.AgentHealth Health()
+    {
+        int endpoints, identities, cidrIdentities, policies, services;
+        lock (_gate)
+        {
+            endpoints = _endpoints.Count;
+            identities = _identities.All.Count;
+            cidrIdentities = _cidrs.Identities.Count;
+            policies = _policies.All.Count;
+            services = _services.All.Count;
+        }
+        return new Metrics.AgentHealth(endpoints, identities, cidrIdentities, policies, services, _dp.Fill(), _dp.ProgramInfo(),
+            new Metrics.DatapathCounters(_dp.Counter(Counters.Forwarded), _dp.Counter(Counters.Dropped), _dp.Counter(Counters.Audit),
+                _dp.Counter(Counters.LbTranslated), _dp.Counter(Counters.LbNoBackend), _dp.Counter(Counters.LbNat), _dp.Counter(Counters.EventsLost)),
+            _monitor.Received, PolicyMapWrites);
+    }
+
     private static string KernelRelease()
     {
         try { return File.ReadAllText("/proc/sys/kernel/osrelease").Trim(); }

@@ -96,13 +96,28 @@ public sealed class AgentClient : IDisposable
     public Task DeletePolicyAsync(string? ns, string name, CancellationToken ct = default) => SendAsync<object>(HttpMethod.Delete, $"v1/policies/{Uri.EscapeDataString(ns ?? "-")}/{Uri.EscapeDataString(name)}", null, ct);
 
     /// <summary>Recent flows (and, with follow, new ones as they arrive) as a stream.</summary>
-    public async IAsyncEnumerable<FlowDto> FlowsAsync(int? last, bool follow, string? verdict, [EnumeratorCancellation] CancellationToken ct = default)
+    public IAsyncEnumerable<FlowDto> FlowsAsync(int? last, bool follow, string? verdict, CancellationToken ct = default) =>
+        FlowsAsync(new FlowsRequest { Last = last ?? 100, Follow = follow, Whitelist = verdict is null ? null : [new FlowFilterDto { Verdict = [verdict] }] }, ct);
+
+    /// <summary>Raw datapath events from now on, until cancelled.</summary>
+    public async IAsyncEnumerable<MonitorEventDto> MonitorAsync(IReadOnlyList<string>? types, [EnumeratorCancellation] CancellationToken ct = default)
     {
-        var q = new List<string>();
-        if (last is { } n) q.Add($"last={n}");
-        if (follow) q.Add("follow=true");
-        if (verdict is not null) q.Add($"verdict={Uri.EscapeDataString(verdict)}");
-        using var req = new HttpRequestMessage(HttpMethod.Get, "v1/flows" + (q.Count > 0 ? "?" + string.Join('&', q) : ""));
+        using var req = new HttpRequestMessage(HttpMethod.Get, "v1/monitor" + (types is { Count: > 0 } ? "?type=" + Uri.EscapeDataString(string.Join(',', types)) : ""));
+        using var resp = await Send(req, HttpCompletionOption.ResponseHeadersRead, ct);
+        await EnsureOk(resp, ct);
+        await using var stream = await resp.Content.ReadAsStreamAsync(ct);
+        using var reader = new StreamReader(stream);
+        while (await ReadLine(reader, ct) is { } line)
+        {
+            if (line.Length == 0) continue;
+            yield return JsonSerializer.Deserialize<MonitorEventDto>(line, Json)!;
+        }
+    }
+
+    /// <summary>Flows that pass the request's filters: the last N, then (Follow) new ones until cancelled.</summary>
+    public async IAsyncEnumerable<FlowDto> FlowsAsync(FlowsRequest request, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var req = new HttpRequestMessage(HttpMethod.Post, "v1/flows") { Content = JsonContent.Create(request, options: Json) };
         using var resp = await Send(req, HttpCompletionOption.ResponseHeadersRead, ct);
         await EnsureOk(resp, ct);
         await using var stream = await resp.Content.ReadAsStreamAsync(ct);

@@ -106,7 +106,14 @@ public sealed record FlowDto(
     string? PolicyName,
     string? PolicyNamespace,
     int Length,
-    string? Service = null); // "ns/name:port" when the flow was load-balanced through a service
+    string? Service = null, // "ns/name:port" when the flow was load-balanced through a service
+    L7RecordDto? L7 = null);
+
+/// <summary>The L7 part of a flow the node's proxy handled (HTTP) or a DNS exchange; absent for L4-only flows.</summary>
+/// <param name="Type">REQUEST or RESPONSE, as in Hubble.</param>
+public sealed record L7RecordDto(string Type, long LatencyNs, HttpRecordDto? Http = null, DnsRecordDto? Dns = null);
+public sealed record HttpRecordDto(string Method, string Url, int Code, string Protocol);
+public sealed record DnsRecordDto(string Query, IReadOnlyList<string> Ips, int Rcode, IReadOnlyList<string> QTypes);
 
 public sealed record PolicyDetailDto(PolicyDto Policy, string Yaml);
 
@@ -143,3 +150,9 @@ public sealed record ServiceDto(string Namespace, string Name, string Type, stri
 /// <summary>Sets a backend address's state on every service that has it (quarantined, maintenance, or active to clear).</summary>
 public sealed record BackendStateRequest(string Address, string State);
 public sealed record ApplyServiceRequest(string FileName, string Yaml);
+
+/// <summary>One raw datapath event, as the kernel sent it (trellis monitor): no names, no policy lookup.</summary>
+/// <param name="Type">drop, trace (a new flow passed), audit or translate (socket load balancing).</param>
+public sealed record MonitorEventDto(DateTimeOffset Time, string Type, string? Reason, uint Endpoint, uint Ifindex, uint SrcIdentity,
+    uint DstIdentity, string Source, int SourcePort, string Destination, int DestinationPort, string Protocol, IReadOnlyList<string> TcpFlags,
+    string Direction, int Length, uint PolicyId, uint FrontendId, ulong CgroupId);

@@ -12,6 +12,7 @@ public enum CgroupAttachType
     Udp4Sendmsg = 14,
     Udp4Recvmsg = 19,
     Inet4Getpeername = 29,
+    InetSockRelease = 34,
 }
 
 /// <summary>Cgroup program attachment with BPF_PROG_ATTACH (BPF_F_ALLOW_MULTI). Like TC filters these stay

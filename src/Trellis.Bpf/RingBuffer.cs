@@ -60,6 +60,14 @@ public sealed unsafe class RingBuffer : IDisposable
         return BpfException.Check(n, $"poll ring buffer {_map.Name}");
     }
 
+    /// <summary>Consumes every record available now without waiting (for producers that submit without waking
+    /// the consumer). Returns the number consumed.</summary>
+    public int Consume()
+    {
+        ObjectDisposedException.ThrowIf(_rb == IntPtr.Zero, this);
+        return BpfException.Check(LibBpf.RingBufferConsume(_rb), $"consume ring buffer {_map.Name}");
+    }
+
     public void Dispose()
     {
         var rb = Interlocked.Exchange(ref _rb, IntPtr.Zero);

@@ -15,6 +15,8 @@ root.Subcommands.Add(AgentCommand.Create());
 root.Subcommands.Add(LabCommands.Create());
 root.Subcommands.Add(PolicyCommands.Create());
 root.Subcommands.Add(ObserveCommand.Create());
+root.Subcommands.Add(MonitorCommand.Create());
+root.Subcommands.Add(MapCommand.Create());
 root.Subcommands.Add(StatusCommands.CreateStatus());
 root.Subcommands.Add(StatusCommands.CreateEndpoint());
 root.Subcommands.Add(StatusCommands.CreateIdentity());

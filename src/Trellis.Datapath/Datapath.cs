@@ -37,6 +37,7 @@ public sealed class NodeDatapath : IDisposable
         ("sock4_sendmsg", CgroupAttachType.Udp4Sendmsg),
         ("sock4_recvmsg", CgroupAttachType.Udp4Recvmsg),
         ("sock4_getpeername", CgroupAttachType.Inet4Getpeername),
+        ("sock_release", CgroupAttachType.InetSockRelease),
     ];
 
     private NodeDatapath(BpfObject obj, BpfObject sock, BpfObject netdev, string pinRoot)

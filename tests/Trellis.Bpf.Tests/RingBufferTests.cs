@@ -43,6 +43,18 @@ public sealed class RingBufferTests : IDisposable
     }
 
     [Fact]
+    public void Consume_takes_what_is_there_without_waiting()
+    {
+        int count = 0;
+        using var rb = new RingBuffer(_obj.Map("test_events"), _ => count++);
+        Assert.Equal(0, rb.Consume());
+        _obj.Program("record_packet").TestRun(Packets.Udp(), repeat: 2);
+        Assert.Equal(2, rb.Consume());
+        Assert.Equal(2, count);
+        Assert.Equal(0, rb.Consume());
+    }
+
+    [Fact]
     public void Ring_buffer_over_a_non_ringbuf_map_is_rejected()
     {
         var e = Assert.Throws<ArgumentException>(() => new RingBuffer(_obj.Map("test_hash"), _ => { }));

@@ -86,6 +86,8 @@ public static class ApiServer
             return Results.NoContent();
         });
         app.MapGet("/v1/flows", (HttpContext ctx) => StreamFlows(ctx, agent));
+        app.MapPost("/v1/flows", (HttpContext ctx, FlowsRequest r) => StreamFlows(ctx, agent, Require(r)));
+        app.MapGet("/v1/monitor", (HttpContext ctx) => StreamMonitor(ctx, agent));
         app.MapFallback((HttpContext ctx) => Error(ctx, 404, $"no API endpoint {ctx.Request.Method} {ctx.Request.Path}"));
 
         app.Lifetime.ApplicationStarted.Register(() =>
@@ -103,52 +105,102 @@ public static class ApiServer
         return ctx.Response.WriteAsJsonAsync(new ErrorResponse(message), AgentClient.Json);
     }
 
-    private static async Task StreamFlows(HttpContext ctx, NodeAgent agent)
+    /// <summary>GET /v1/flows?last=N&amp;follow=true&amp;verdict=V: the simple form of <see cref="StreamFlows(HttpContext, NodeAgent, FlowsRequest)"/>.</summary>
+    private static Task StreamFlows(HttpContext ctx, NodeAgent agent)
     {
         var q = ctx.Request.Query;
         int last = 100;
         if (q.TryGetValue("last", out var l) && (!int.TryParse(l, out last) || last < 0))
             throw AgentException.BadRequest($"last: '{l}' is not a non-negative number");
         bool follow = q.TryGetValue("follow", out var f) && f == "true";
-        Verdict? verdict = null;
-        if (q.TryGetValue("verdict", out var v))
-        {
-            if (!Enum.TryParse<Verdict>(v, ignoreCase: true, out var parsed) || parsed == Verdict.Unknown)
-                throw AgentException.BadRequest($"verdict: '{v}' is not one of FORWARDED, DROPPED, AUDIT, REDIRECTED, ERROR");
-            verdict = parsed;
-        }
-        bool Match(in StoredFlow s) => verdict is null || s.Raw.Verdict == (byte)verdict;
+        var filter = q.TryGetValue("verdict", out var v) ? new FlowFilterDto { Verdict = [v.ToString()] } : null;
+        return StreamFlows(ctx, agent, new FlowsRequest { Last = last, Follow = follow, Whitelist = filter is null ? null : [filter] });
+    }
 
+    /// <summary>Raw datapath events as they arrive (NDJSON), optionally only some types (?type=drop,trace,audit,translate).</summary>
+    private static async Task StreamMonitor(HttpContext ctx, NodeAgent agent)
+    {
+        string[] known = ["drop", "trace", "audit", "translate"];
+        var types = ctx.Request.Query.TryGetValue("type", out var t) ? t.ToString().Split(',', StringSplitOptions.RemoveEmptyEntries) : known;
+        foreach (var x in types)
+            if (!known.Contains(x)) throw AgentException.BadRequest($"type: '{x}' is not one of {string.Join(", ", known)}");
         ctx.Response.ContentType = "application/x-ndjson";
-        var node = agent.Options.Node;
         var ct = ctx.RequestAborted;
-        async Task Write(StoredFlow s)
-        {
-            await JsonSerializer.SerializeAsync(ctx.Response.Body, FlowConverter.ToDto(s, node), AgentClient.Json, ct);
-            await ctx.Response.Body.WriteAsync("\n"u8.ToArray(), ct);
-        }
-
-        if (!follow)
-        {
-            // "last N" counts matching flows.
-            var all = agent.Flows.Recent(agent.Flows.Capacity).Where(s => Match(s)).ToList();
-            foreach (var s in all.Skip(Math.Max(0, all.Count - last)))
-                await Write(s);
-            return;
-        }
-        var (backlog, live) = agent.Flows.Subscribe(agent.Flows.Capacity);
+        var (_, live) = agent.Flows.Subscribe(0);
         using (live)
         {
-            var matching = backlog.Where(s => Match(s)).ToList();
-            foreach (var s in matching.Skip(Math.Max(0, matching.Count - last)))
-                await Write(s);
             await ctx.Response.Body.FlushAsync(ct);
             try
             {
                 await foreach (var s in live.Channel.Reader.ReadAllAsync(ct))
                 {
-                    if (!Match(s)) continue;
-                    await Write(s);
+                    var ev = FlowConverter.ToMonitor(s);
+                    if (!types.Contains(ev.Type)) continue;
+                    await JsonSerializer.SerializeAsync(ctx.Response.Body, ev, AgentClient.Json, ct);
+                    await ctx.Response.Body.WriteAsync("\n"u8.ToArray(), ct);
+                    await ctx.Response.Body.FlushAsync(ct);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // client went away
+            }
+        }
+    }
+
+    /// <summary>Streams flows as NDJSON: the last N that pass the filters (and the time window), then, with Follow,
+    /// every new one that passes until the client goes away.</summary>
+    private static async Task StreamFlows(HttpContext ctx, NodeAgent agent, FlowsRequest r)
+    {
+        if (r.Last < 0) throw AgentException.BadRequest($"last: {r.Last} is not a non-negative number");
+        if (r.Follow && r.Until is not null) throw AgentException.BadRequest("until cannot be combined with follow (a followed stream has no end)");
+        if (r.Since is { } s0 && r.Until is { } u0 && s0 > u0) throw AgentException.BadRequest($"since ({s0:O}) is after until ({u0:O})");
+        foreach (var (filter, i) in (r.Whitelist ?? []).Select((x, i) => (x, i)).Concat((r.Blacklist ?? []).Select((x, i) => (x, i))))
+            if (FlowFilters.Validate(filter) is { } problem)
+                throw AgentException.BadRequest($"filter {i}: {problem}");
+
+        var node = agent.Options.Node;
+        FlowDto? Pass(in StoredFlow s)
+        {
+            if (r.Since is { } since && s.Time < since) return null;
+            if (r.Until is { } until && s.Time > until) return null;
+            var dto = FlowConverter.ToDto(s, node);
+            return FlowFilters.Passes(dto, r.Whitelist, r.Blacklist) ? dto : null;
+        }
+
+        ctx.Response.ContentType = "application/x-ndjson";
+        var ct = ctx.RequestAborted;
+        async Task Write(FlowDto dto)
+        {
+            await JsonSerializer.SerializeAsync(ctx.Response.Body, dto, AgentClient.Json, ct);
+            await ctx.Response.Body.WriteAsync("\n"u8.ToArray(), ct);
+        }
+
+        if (!r.Follow)
+        {
+            // "last N" counts passing flows.
+            var all = new List<FlowDto>();
+            foreach (var s in agent.Flows.Recent(agent.Flows.Capacity))
+                if (Pass(s) is { } dto) all.Add(dto);
+            foreach (var dto in all.Skip(Math.Max(0, all.Count - r.Last)))
+                await Write(dto);
+            return;
+        }
+        var (backlog, live) = agent.Flows.Subscribe(agent.Flows.Capacity);
+        using (live)
+        {
+            var matching = new List<FlowDto>();
+            foreach (var s in backlog)
+                if (Pass(s) is { } dto) matching.Add(dto);
+            foreach (var dto in matching.Skip(Math.Max(0, matching.Count - r.Last)))
+                await Write(dto);
+            await ctx.Response.Body.FlushAsync(ct);
+            try
+            {
+                await foreach (var s in live.Channel.Reader.ReadAllAsync(ct))
+                {
+                    if (Pass(s) is not { } dto) continue;
+                    await Write(dto);
                     await ctx.Response.Body.FlushAsync(ct);
                 }
             }

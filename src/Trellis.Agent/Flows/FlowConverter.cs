@@ -12,10 +12,7 @@ public static class FlowConverter
         var e = f.Raw;
         var verdict = (Verdict)e.Verdict;
         var reason = (DropReason)e.Reason;
-        var flags = new List<string>();
-        if (e.Proto == 6)
-            for (int i = 0; i < 8; i++)
-                if ((e.TcpFlags & (1 << i)) != 0) flags.Add(TcpFlagNames[i]);
+        var flags = Flags(e);
         return new FlowDto(
             f.Time,
             node,
@@ -31,6 +28,31 @@ public static class FlowConverter
             f.Policy?.Namespace,
             (int)e.PktLen,
             f.Service);
+    }
+
+    public static MonitorEventDto ToMonitor(in StoredFlow f)
+    {
+        var e = f.Raw;
+        var type = (Verdict)e.Verdict switch
+        {
+            Verdict.Dropped => "drop",
+            Verdict.Audit => "audit",
+            Verdict.Translated => "translate",
+            _ => "trace",
+        };
+        return new MonitorEventDto(f.Time, type, (Verdict)e.Verdict is Verdict.Dropped or Verdict.Audit ? DropReasons.Describe((DropReason)e.Reason) : null,
+            e.EndpointId, e.Ifindex, e.SrcIdentity, e.DstIdentity, NetOrder.ToAddress(e.SAddr).ToString(), e.SPort,
+            NetOrder.ToAddress(e.DAddr).ToString(), e.DPort, Protocol(e.Proto), Flags(e), e.Dir == (byte)TrafficDirection.Ingress ? "INGRESS" : "EGRESS",
+            (int)e.PktLen, e.PolicyId, e.FrontendId, e.CgroupId);
+    }
+
+    private static List<string> Flags(in FlowEvent e)
+    {
+        var flags = new List<string>();
+        if (e.Proto == 6)
+            for (int i = 0; i < 8; i++)
+                if ((e.TcpFlags & (1 << i)) != 0) flags.Add(TcpFlagNames[i]);
+        return flags;
     }
 
     private static FlowEndpointDto Party(uint addr, ushort port, uint identity, EndpointRef? ep, IReadOnlyList<string>? labels) =>

@@ -35,6 +35,9 @@ public sealed class FlowMonitor : IDisposable
 
     public long Received { get; private set; }
 
+    /// <summary>How long a flow event may wait in the ring before the agent reads it.</summary>
+    private const int DrainIntervalMs = 50;
+
     // Socket load balancing rewrites connect(); the packets that follow carry only the backend's address. The
     // translation event says which service it was, and the connection's first packet (seen right after at TC)
     // is matched to it by (client, backend, port, protocol). Bounded: cleared when full (a miss only loses the
@@ -62,7 +65,10 @@ public sealed class FlowMonitor : IDisposable
         {
             try
             {
-                _ring.Poll(200);
+                // Producers submit without waking us (see EVENTS_WAKEUP_BYTES in bpf/lib/maps.h): a wakeup only comes
+                // when the ring fills up, so drain on a short timer too.
+                _ring.Poll(DrainIntervalMs);
+                _ring.Consume();
             }
             catch (BpfException e)
             {

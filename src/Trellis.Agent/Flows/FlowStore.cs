@@ -30,8 +30,13 @@ public sealed class FlowStore
     public long Written => Interlocked.Read(ref _written);
     public int Count => (int)Math.Min(Written, _ring.Length);
 
+    /// <summary>Called for every flow as it is added, on the flow monitor's thread (metrics count here). Must be
+    /// quick and must not throw.</summary>
+    public Action<StoredFlow>? OnAdd { get; set; }
+
     public void Add(in StoredFlow f)
     {
+        OnAdd?.Invoke(f);
         lock (_gate)
         {
             _ring[_written % _ring.Length] = f;

@@ -96,6 +96,9 @@ internal static unsafe partial class LibBpf
     [LibraryImport(Lib, EntryPoint = "ring_buffer__poll")]
     internal static partial int RingBufferPoll(IntPtr rb, int timeoutMs);
 
+    [LibraryImport(Lib, EntryPoint = "ring_buffer__consume")]
+    internal static partial int RingBufferConsume(IntPtr rb);
+
     [LibraryImport(Lib, EntryPoint = "ring_buffer__free")]
     internal static partial void RingBufferFree(IntPtr rb);
 

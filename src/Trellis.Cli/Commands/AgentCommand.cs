@@ -14,9 +14,22 @@ internal static class AgentCommand
         var flowStore = new Option<int>("--flow-store-size") { Description = "How many recent flows the agent keeps", DefaultValueFactory = _ => 4096 };
         var lbAlgorithm = new Option<string>("--lb-algorithm") { Description = "Backend selection for NodePort traffic when a service does not choose (annotation service.cilium.io/lb-algorithm): random or maglev", DefaultValueFactory = _ => "random" };
         lbAlgorithm.AcceptOnlyFromAmong("random", "maglev");
+        var metricsAddress = new Option<string>("--metrics-address")
+        {
+            Description = "HOST:PORT serving Prometheus metrics at /metrics (:PORT = every address), or 'off'",
+            DefaultValueFactory = _ => Trellis.Agent.Metrics.MetricsServer.DefaultAddress,
+        };
+        metricsAddress.Validators.Add(r =>
+        {
+            var v = r.GetValueOrDefault<string>();
+            if (v is null || v == "off") return;
+            try { Trellis.Agent.Metrics.MetricsServer.ParseAddress(v); }
+            catch (FormatException e) { r.AddError($"--metrics-address: {e.Message}"); }
+        });
         var cmd = new Command("agent", """
             Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
-            and serves the API on /run/trellis/NODE/agent.sock. 'trellis lab up' starts it for you.
+            and serves the API on /run/trellis/NODE/agent.sock and Prometheus metrics on http://127.0.0.1:9962/metrics
+            (inside the node's network namespace in a lab). 'trellis lab up' starts it for you.
 
             Example:
               trellis agent --node node1 --pod-cidr 10.200.0.0/24
@@ -24,6 +37,7 @@ internal static class AgentCommand
         cmd.Options.Add(podCidr);
         cmd.Options.Add(flowStore);
         cmd.Options.Add(lbAlgorithm);
+        cmd.Options.Add(metricsAddress);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
@@ -35,6 +49,7 @@ internal static class AgentCommand
                 PodCidr = r.GetValue(podCidr)!,
                 FlowStoreSize = r.GetValue(flowStore),
                 LbAlgorithm = r.GetValue(lbAlgorithm) == "maglev" ? Trellis.Policy.LbAlgorithm.Maglev : Trellis.Policy.LbAlgorithm.Random,
+                MetricsAddress = r.GetValue(metricsAddress) is "off" or "" ? null : r.GetValue(metricsAddress),
             };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
