@@ -29,6 +29,7 @@ if (args.Contains("--help") || args.Contains("-h"))
           --nginx-workers N   nginx worker processes in the server pod (default 1)
           --cpu N             pin nginx and wrk to CPU N (default: the last CPU); see docs/performance.md for why
           --no-pin            let the scheduler place nginx and wrk
+          --compare WHAT      service (default): direct vs ClusterIP; events: direct with flow events off vs on
           --cases LIST        only these cases, comma-separated: ka1, ka16 (keep-alive, 1/16 connections),
                               close1, close16 (Connection: close); default all
           --bpf-stats         enable kernel.bpf_stats_enabled during the runs and report the socket programs' ns/run
@@ -67,6 +68,12 @@ catch (ArgumentException e)
 var node = Opt("--node") ?? "bench-svc";
 var markdownFile = Opt("--markdown");
 bool bpfStats = args.Contains("--bpf-stats");
+// --compare events: the same direct runs with the node's flow events off (baseline) and on, to measure what
+// observability costs (issue 5: within 5%).
+var compare = Opt("--compare") ?? "service";
+if (compare is not ("service" or "events"))
+    return Fail($"--compare takes service (ClusterIP vs direct, the default) or events (flow events on vs off), not '{compare}'");
+bool compareEvents = compare == "events";
 var onlyCases = Opt("--cases")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 if (onlyCases?.Except(["ka1", "ka16", "close1", "close16"]).FirstOrDefault() is { } unknownCase)
     return Fail($"unknown case '{unknownCase}' in --cases (ka1, ka16, close1, close16)");
@@ -140,7 +147,9 @@ try
         new Case("close1", "new connection per request, 1 connection", 1, 1, true),
         new Case("close16", "new connection per request, 16 connections", 2, 16, true),
     }.Where(c => onlyCases is null || onlyCases.Contains(c.Key)).ToArray();
-    var targets = new[] { new Target("direct", direct, false), new Target("ClusterIP", service, true) };
+    var targets = compareEvents
+        ? new[] { new Target("events off", direct, false, false, FlowEvents: false), new Target("events on", direct, false, true, FlowEvents: true) }
+        : new[] { new Target("direct", direct, false, false), new Target("ClusterIP", service, true, true) };
 
     // Warm-up (not recorded): nginx, the CPU caches, conntrack and the LB maps see traffic before the first figure.
     foreach (var c in cases)
@@ -200,6 +209,8 @@ finally
 
 async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClient agent)
 {
+    if (t.FlowEvents is { } on)
+        RunTrellis("config", "--flow-events", on ? "on" : "off", "--node", node);
     var s0 = await agent.StatusAsync(ct);
     var progs0 = bpfStats ? ProgramStats(s0) : [];
     var cpu0 = AgentCpuTicks();
@@ -237,17 +248,18 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
 string Report(Case[] cases, List<Run> runs, string serverIp)
 {
     var sb = new StringBuilder();
+    var (A, B) = compareEvents ? ("events off", "events on") : ("direct", "ClusterIP");
     sb.AppendLine($"Machine: {Machine()}; tools: {Version("nginx", "-v")}, {Version("wrk", "-v")}.");
-    sb.AppendLine($"{rounds} rounds x {cases.Length} cases x (direct, ClusterIP), {duration} s per wrk run, nginx {nginxWorkers} worker(s), " +
+    sb.AppendLine($"{rounds} rounds x {cases.Length} cases x ({A}, {B}), {duration} s per wrk run, nginx {nginxWorkers} worker(s), " +
         (pin.Length > 0 ? $"nginx and wrk pinned to CPU {cpu}, " : "nginx and wrk placed by the scheduler, ") +
         $"direct = http://{serverIp}:8080/, ClusterIP = http://{ClusterIp}/ (port 80 -> 8080, one backend){(bpfStats ? ", kernel.bpf_stats_enabled=1" : "")}.");
     sb.AppendLine();
-    sb.AppendLine("| case | figure | direct min / median / max | ClusterIP min / median / max | ClusterIP / direct: ratio of medians | median of paired ratios |");
+    sb.AppendLine($"| case | figure | {A} min / median / max | {B} min / median / max | {B} / {A}: ratio of medians | median of paired ratios |");
     sb.AppendLine("|---|---|---|---|---|---|");
     foreach (var c in cases)
     {
-        var d = runs.Where(r => r.Case == c && !r.Target.Service).ToList();
-        var s = runs.Where(r => r.Case == c && r.Target.Service).ToList();
+        var d = runs.Where(r => r.Case == c && !r.Target.Compared).ToList();
+        var s = runs.Where(r => r.Case == c && r.Target.Compared).ToList();
         var label = $"{c.Name} (wrk -t{c.Threads} -c{c.Connections}{(c.CloseEach ? ", Connection: close" : "")})";
         Row(label, "requests/s", d, s, r => r.Wrk.RequestsPerSec, v => v.ToString("N0", CultureInfo.InvariantCulture));
         Row("", "latency p50", d, s, r => r.Wrk.P50Us, Us);
@@ -256,7 +268,7 @@ string Report(Case[] cases, List<Run> runs, string serverIp)
             Row("", "time per request (1 / rate)", d, s, r => 1e6 / r.Wrk.RequestsPerSec, Us);
     }
     sb.AppendLine();
-    sb.AppendLine("Paired ratio: ClusterIP / direct of the two runs of one round, which ran back to back (order alternating per round). " +
+    sb.AppendLine($"Paired ratio: {B} / {A} of the two runs of one round, which ran back to back (order alternating per round). " +
         "wrk's latency is measured from the request's first byte, so it excludes the TCP handshake; with Connection: close the " +
         "handshake shows in the request rate and time per request.");
     var cpuPct = runs.Select(r => r.AgentCpuPercent).Order().ToList();
@@ -266,7 +278,7 @@ string Report(Case[] cases, List<Run> runs, string serverIp)
     {
         // Per program, all cases together: average cost per invocation and invocations per request.
         sb.AppendLine();
-        sb.AppendLine("| BPF program (kernel.bpf_stats_enabled) | direct: ns/run, runs/request | ClusterIP: ns/run, runs/request |");
+        sb.AppendLine($"| BPF program (kernel.bpf_stats_enabled) | {A}: ns/run, runs/request | {B}: ns/run, runs/request |");
         sb.AppendLine("|---|---|---|");
         foreach (var name in runs.SelectMany(r => r.Programs.Keys).Distinct().Order(StringComparer.Ordinal))
             sb.AppendLine($"| {name} | {Cost(false, name)} | {Cost(true, name)} |");
@@ -275,7 +287,7 @@ string Report(Case[] cases, List<Run> runs, string serverIp)
 
     string Cost(bool service, string name)
     {
-        var sel = runs.Where(r => r.Target.Service == service && r.Programs.ContainsKey(name)).ToList();
+        var sel = runs.Where(r => r.Target.Compared == service && r.Programs.ContainsKey(name)).ToList();
         ulong ns = sel.Aggregate(0UL, (a, r) => a + r.Programs[name].Ns), n = sel.Aggregate(0UL, (a, r) => a + r.Programs[name].Runs);
         long requests = sel.Sum(r => r.Wrk.Requests);
         return n == 0 ? "-" : $"{(double)ns / n:0} ns, {(double)n / requests:0.00}";
@@ -513,7 +525,9 @@ static int Fail(string message)
 }
 
 internal sealed record Case(string Key, string Name, int Threads, int Connections, bool CloseEach);
-internal sealed record Target(string Name, string Url, bool Service);
+/// <param name="Compared">The side the ratios put over the baseline (ClusterIP; or flow events on).</param>
+/// <param name="FlowEvents">Set the node's flow events on/off before each run (null: leave as they are).</param>
+internal sealed record Target(string Name, string Url, bool Service, bool Compared, bool? FlowEvents = null);
 internal sealed record Run(int Round, Case Case, Target Target, WrkResult Wrk, long Translated, double AgentCpuPercent,
     Dictionary<string, (ulong Ns, ulong Runs)> Programs);
 internal sealed record ProcResult(int Code, string Out, string Err);

@@ -21,6 +21,10 @@ static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt
 					 __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id,
 					 __u32 frontend_id)
 {
+	__u32 zero = 0;
+	struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+	if (cfg && (cfg->flags & CONFIG_F_NO_FLOW_EVENTS))
+		return;
 	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
 	if (!e) {
 		/* Never silent: the agent reports this counter as lost events. */

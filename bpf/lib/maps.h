@@ -36,7 +36,8 @@ struct node_config {
 	__u32 flags; /* CONFIG_F_* */
 	__u32 pad;
 };
-#define CONFIG_F_AUDIT 1 /* policy audit mode for every endpoint */
+#define CONFIG_F_AUDIT 1          /* policy audit mode for every endpoint */
+#define CONFIG_F_NO_FLOW_EVENTS 2 /* send no flow events (to measure what they cost); counters still count */
 
 /* Per-endpoint policy: an LPM trie per endpoint (inner map of trellis_policy, keyed by endpoint id).
  * Key bits after prefixlen: identity (32) | direction (8) | protocol (8) | port (16, network order).

@@ -66,7 +66,7 @@ public sealed class NodeAgent : IDisposable
         foreach (var (key, json) in _store.List("namespaces"))
             _namespaces[key["namespaces/".Length..]] = new Labels(JsonSerializer.Deserialize<Dictionary<string, string>>(json)!);
 
-        _dp.SetAuditMode(_store.Get("config/policy-audit-mode") == "true");
+        ApplyNodeConfig();
         var cgroupRoot = _opt.CgroupRootOverride ?? Path.Combine(BpfFs.EnsureCgroup2(), "trellis", _opt.Node);
         Directory.CreateDirectory(cgroupRoot);
         _dp.AttachSocketLb(cgroupRoot);
@@ -750,18 +750,23 @@ public sealed class NodeAgent : IDisposable
 
     // --- audit mode ---
 
-    /// <summary>Node-wide policy audit mode: policy drops pass and are reported with verdict AUDIT.</summary>
+    /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
+    /// flow events on/off. Persisted; the datapath's config entry is rewritten whole.</summary>
     public ConfigDto SetConfig(ConfigDto c)
     {
         lock (_gate)
         {
-            _store.Put("config/policy-audit-mode", c.PolicyAuditMode ? "true" : "false");
-            _dp.SetAuditMode(c.PolicyAuditMode);
+            if (c.PolicyAuditMode is { } audit) _store.Put("config/policy-audit-mode", audit ? "true" : "false");
+            if (c.FlowEvents is { } events) _store.Put("config/flow-events", events ? "true" : "false");
+            ApplyNodeConfig();
             return Config();
         }
     }
 
-    public ConfigDto Config() => new(_dp.AuditMode);
+    private void ApplyNodeConfig() =>
+        _dp.SetNodeConfig(audit: _store.Get("config/policy-audit-mode") == "true", flowEvents: _store.Get("config/flow-events") != "false");
+
+    public ConfigDto Config() => new(_dp.AuditMode, _dp.FlowEvents);
 
     public EndpointDto SetEndpointConfig(string ns, string pod, EndpointConfigDto c)
     {

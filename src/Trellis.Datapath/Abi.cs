@@ -184,6 +184,7 @@ public struct FlowEvent
 public struct NodeConfig
 {
     public const uint FlagAudit = 1;
+    public const uint FlagNoFlowEvents = 2;
     [FieldOffset(0)] public uint Flags;
 }
 

@@ -165,10 +165,16 @@ public sealed class NodeDatapath : IDisposable
             Policy.Update(endpointId, inner.Fd); // the outer map holds its own reference; ours closes on dispose
     }
 
-    /// <summary>Node-wide policy audit mode: policy drops pass and are reported with verdict AUDIT.</summary>
-    public void SetAuditMode(bool on) => Config.Update(0u, new NodeConfig { Flags = on ? NodeConfig.FlagAudit : 0 });
+    /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
+    /// whether flow events are sent at all.</summary>
+    public void SetNodeConfig(bool audit, bool flowEvents) =>
+        Config.Update(0u, new NodeConfig { Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents) });
+
+    public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents);
 
     public bool AuditMode => Config.TryLookup(0u, out NodeConfig c) && (c.Flags & NodeConfig.FlagAudit) != 0;
+
+    public bool FlowEvents => !Config.TryLookup(0u, out NodeConfig c) || (c.Flags & NodeConfig.FlagNoFlowEvents) == 0;
 
     /// <summary>The endpoint's policy entries as the kernel has them.</summary>
     public Dictionary<PolicyKey, PolicyValue> ReadPolicy(uint endpointId)

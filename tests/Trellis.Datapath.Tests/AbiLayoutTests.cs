@@ -154,6 +154,8 @@ public sealed class AbiLayoutTests : IDisposable
         Same(d, "LB4_MAGLEV_M", (uint)Lb4Frontend.MaglevTableSize);
         Same(d, "LB4_F_EXTERNAL", Lb4Frontend.FlagExternal);
         Same(d, "LB4_F_MAGLEV", Lb4Frontend.FlagMaglev);
+        Same(d, "CONFIG_F_AUDIT", NodeConfig.FlagAudit);
+        Same(d, "CONFIG_F_NO_FLOW_EVENTS", NodeConfig.FlagNoFlowEvents);
     }
 
     private static void Same(Dictionary<string, ulong> defines, string name, ulong mirror)

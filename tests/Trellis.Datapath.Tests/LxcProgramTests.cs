@@ -93,6 +93,20 @@ public sealed class LxcProgramTests : IDisposable
     }
 
     [Fact]
+    public void With_flow_events_off_verdicts_and_counters_stay_and_nothing_is_reported()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        _dp.SetNodeConfig(audit: false, flowEvents: false);
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40001, EpIp, 80)));
+        Assert.Empty(TakeEvents());
+        Assert.Equal(1UL, _dp.Counter(Counters.Dropped));
+        _dp.SetNodeConfig(audit: false, flowEvents: true);
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40002, EpIp, 80)));
+        Assert.Single(TakeEvents());
+    }
+
+    [Fact]
     public void Egress_with_enforcement_off_is_forwarded_and_reported()
     {
         AddEndpoint(0);

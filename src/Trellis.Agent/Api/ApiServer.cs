@@ -152,21 +152,7 @@ public static class ApiServer
     /// every new one that passes until the client goes away.</summary>
     private static async Task StreamFlows(HttpContext ctx, NodeAgent agent, FlowsRequest r)
     {
-        if (r.Last < 0) throw AgentException.BadRequest($"last: {r.Last} is not a non-negative number");
-        if (r.Follow && r.Until is not null) throw AgentException.BadRequest("until cannot be combined with follow (a followed stream has no end)");
-        if (r.Since is { } s0 && r.Until is { } u0 && s0 > u0) throw AgentException.BadRequest($"since ({s0:O}) is after until ({u0:O})");
-        foreach (var (filter, i) in (r.Whitelist ?? []).Select((x, i) => (x, i)).Concat((r.Blacklist ?? []).Select((x, i) => (x, i))))
-            if (FlowFilters.Validate(filter) is { } problem)
-                throw AgentException.BadRequest($"filter {i}: {problem}");
-
-        var node = agent.Options.Node;
-        FlowDto? Pass(in StoredFlow s)
-        {
-            if (r.Since is { } since && s.Time < since) return null;
-            if (r.Until is { } until && s.Time > until) return null;
-            var dto = FlowConverter.ToDto(s, node);
-            return FlowFilters.Passes(dto, r.Whitelist, r.Blacklist) ? dto : null;
-        }
+        if (FlowSelection.Validate(r) is { } problem) throw AgentException.BadRequest(problem);
 
         ctx.Response.ContentType = "application/x-ndjson";
         var ct = ctx.RequestAborted;
@@ -176,38 +162,22 @@ public static class ApiServer
             await ctx.Response.Body.WriteAsync("\n"u8.ToArray(), ct);
         }
 
-        if (!r.Follow)
+        using var flows = FlowSelection.Open(agent.Flows, agent.Options.Node, r);
+        foreach (var dto in flows.Backlog)
+            await Write(dto);
+        if (!flows.Follows) return;
+        await ctx.Response.Body.FlushAsync(ct);
+        try
         {
-            // "last N" counts passing flows.
-            var all = new List<FlowDto>();
-            foreach (var s in agent.Flows.Recent(agent.Flows.Capacity))
-                if (Pass(s) is { } dto) all.Add(dto);
-            foreach (var dto in all.Skip(Math.Max(0, all.Count - r.Last)))
+            await foreach (var dto in flows.FollowAsync(ct))
+            {
                 await Write(dto);
-            return;
+                await ctx.Response.Body.FlushAsync(ct);
+            }
         }
-        var (backlog, live) = agent.Flows.Subscribe(agent.Flows.Capacity);
-        using (live)
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            var matching = new List<FlowDto>();
-            foreach (var s in backlog)
-                if (Pass(s) is { } dto) matching.Add(dto);
-            foreach (var dto in matching.Skip(Math.Max(0, matching.Count - r.Last)))
-                await Write(dto);
-            await ctx.Response.Body.FlushAsync(ct);
-            try
-            {
-                await foreach (var s in live.Channel.Reader.ReadAllAsync(ct))
-                {
-                    if (Pass(s) is not { } dto) continue;
-                    await Write(dto);
-                    await ctx.Response.Body.FlushAsync(ct);
-                }
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                // client went away
-            }
+            // client went away
         }
     }
 }

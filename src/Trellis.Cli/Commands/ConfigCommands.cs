@@ -6,30 +6,36 @@ namespace Trellis.Cli.Commands;
 
 internal static class ConfigCommands
 {
-    private static bool ParseOnOff(string v) => v.ToLowerInvariant() switch
+    private static bool ParseOnOff(string v, string option = "policy-audit-mode") => v.ToLowerInvariant() switch
     {
         "on" or "true" or "enabled" => true,
         "off" or "false" or "disabled" => false,
-        _ => throw new LabException($"policy-audit-mode: '{v}' is not on/off"),
+        _ => throw new LabException($"{option}: '{v}' is not on/off"),
     };
 
     /// <summary>`trellis config [policy-audit-mode on|off]`: node-wide settings.</summary>
     public static Command Create()
     {
         var audit = new Option<string?>("--policy-audit-mode") { Description = "on: policy drops pass and are reported as AUDIT (observe posture); off: enforce" };
+        var events = new Option<string?>("--flow-events") { Description = "on (default): the datapath reports flows; off: it reports nothing (to measure what flow events cost)" };
         var cmd = new Command("config", """
             Show or change node-wide agent settings.
 
             Examples:
               trellis config
               trellis config --policy-audit-mode on
+              trellis config --flow-events off
             """);
         cmd.Options.Add(audit);
+        cmd.Options.Add(events);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             using var c = Global.Client(r);
-            var cfg = r.GetValue(audit) is { } v ? await c.SetConfigAsync(new ConfigDto(ParseOnOff(v)), ct) : await c.ConfigAsync(ct);
-            Console.WriteLine($"policy-audit-mode: {(cfg.PolicyAuditMode ? "on" : "off")}");
+            bool? a = r.GetValue(audit) is { } v ? ParseOnOff(v) : null;
+            bool? e = r.GetValue(events) is { } ev ? ParseOnOff(ev, "flow-events") : null;
+            var cfg = a is null && e is null ? await c.ConfigAsync(ct) : await c.SetConfigAsync(new ConfigDto(a, e), ct);
+            Console.WriteLine($"policy-audit-mode: {(cfg.PolicyAuditMode == true ? "on" : "off")}");
+            Console.WriteLine($"flow-events: {(cfg.FlowEvents != false ? "on" : "off")}");
             return 0;
         }));
         return cmd;

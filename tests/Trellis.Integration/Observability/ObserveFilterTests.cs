@@ -154,7 +154,9 @@ public sealed class ObserveFilterTests
         // The agent's flow store is a bounded ring: it holds its capacity, the newest.
         Assert.Equal(s.FlowStoreCapacity, s.FlowStoreSize);
 
-        // Past the ring's size: the kernel counts what it could not deliver; the agent reports it.
+        // Past the ring's size: the kernel counts what it could not deliver; the agent reports it, and its memory
+        // stays bounded (the flow store is a fixed ring; nothing grows per flow).
+        long rssBefore = RssKb(pid);
         Process.Start("kill", ["-STOP", pid.ToString()]).WaitForExit();
         try
         {
@@ -169,5 +171,10 @@ public sealed class ObserveFilterTests
         Assert.True(s.EventsLost > start.EventsLost, "a burst of 80,000+ events into a 65,536-event ring lost nothing?");
         var status = await TrellisCli.RunAsync("status", "--node", lab.Node);
         Assert.Matches(@"(?i)lost", status.Stdout);
+        long grownMb = (RssKb(pid) - rssBefore) / 1024;
+        Assert.True(grownMb < 64, $"the agent's RSS grew by {grownMb} MB over a flood of 80,000+ flow events");
     }
+
+    private static long RssKb(int pid) =>
+        long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
 }
