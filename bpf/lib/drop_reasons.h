@@ -20,3 +20,5 @@
 #define REASON_CT_MAP_FULL 7        /* conntrack entry could not be created */
 #define REASON_FRAGMENT 8           /* non-first IPv4 fragment: fragment tracking is not implemented */
 #define REASON_NO_SERVICE_BACKEND 9 /* a service address was dialled and the service has no backend */
+#define REASON_L7_DENIED 10         /* the node's L7 proxy denied the request (set by the proxy, issue 6) */
+#define REASON_AUTH_REQUIRED 11     /* mutual authentication has not completed for this identity pair (issue 9) */

@@ -46,6 +46,8 @@ public enum DropReason : byte
     CtMapFull = 7,
     Fragment = 8,
     NoServiceBackend = 9,
+    L7Denied = 10,
+    AuthRequired = 11,
 }
 
 public static class DropReasons
@@ -62,6 +64,8 @@ public static class DropReasons
         DropReason.CtMapFull => "conntrack map full",
         DropReason.Fragment => "IP fragment not supported",
         DropReason.NoServiceBackend => "no service backend",
+        DropReason.L7Denied => "L7 policy denied",
+        DropReason.AuthRequired => "authentication required",
         _ => $"reason {(byte)r}",
     };
 }
