@@ -20,6 +20,10 @@ public sealed record AgentOptions
     /// <summary>HOST:PORT of the Prometheus metrics endpoint (GET /metrics); null or "" = no metrics endpoint.
     /// 9962 is Cilium's agent metrics port.</summary>
     public string? MetricsAddress { get; init; } = Metrics.MetricsServer.DefaultAddress;
+    /// <summary>HOST:PORT where Hubble's observer gRPC API also listens over TCP (it always listens on
+    /// <see cref="HubbleSocket"/>); null, "" or "off" = the unix socket only. 4244 is Hubble's port.</summary>
+    public string? HubbleAddress { get; init; } = Observer.HubbleServer.DefaultAddress;
+    public string? HubbleSocketOverride { get; init; }
     public string? StateDirOverride { get; init; }
     public string? PinRootOverride { get; init; }
     public string? SocketOverride { get; init; }
@@ -27,6 +31,8 @@ public sealed record AgentOptions
     public string StateDir => StateDirOverride ?? AgentPaths.StateDir(Node);
     public string PinRoot => PinRootOverride ?? AgentPaths.PinRoot(Node);
     public string SocketPath => SocketOverride ?? AgentPaths.Socket(Node);
+    /// <summary>The Hubble observer's unix socket (root only, next to the API socket).</summary>
+    public string HubbleSocket => HubbleSocketOverride ?? AgentPaths.HubbleSocket(Node);
 }
 
 /// <summary>A request the agent refuses, with the HTTP status it maps to and a message for the user.</summary>

@@ -21,6 +21,8 @@ public static class AgentPaths
     public const string DefaultNode = "node1";
     public static string RunDir(string node) => $"/run/trellis/{node}";
     public static string Socket(string node) => $"{RunDir(node)}/agent.sock";
+    /// <summary>Hubble's observer gRPC API (Hubble's own default is /var/run/cilium/hubble.sock).</summary>
+    public static string HubbleSocket(string node) => $"{RunDir(node)}/hubble.sock";
     public static string StateDir(string node) => $"/var/lib/trellis/{node}";
     public static string PinRoot(string node) => $"/sys/fs/bpf/trellis/{node}";
 }

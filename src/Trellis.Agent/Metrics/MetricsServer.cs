@@ -32,28 +32,7 @@ public sealed class MetricsServer : IAsyncDisposable
 
     /// <summary>Parses HOST:PORT: HOST an IPv4 address, [IPv6], "localhost", or empty for every address
     /// (":9962", as Cilium's --prometheus-serve-addr); PORT 0-65535. Throws <see cref="FormatException"/> naming the problem.</summary>
-    public static IPEndPoint ParseAddress(string text)
-    {
-        var colon = text.LastIndexOf(':');
-        if (colon < 0)
-            throw new FormatException($"metrics address '{text}' is not HOST:PORT (for example 127.0.0.1:9962, :9962 for every address)");
-        var host = text[..colon];
-        var portText = text[(colon + 1)..];
-        if (!ushort.TryParse(portText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port))
-            throw new FormatException($"metrics address '{text}': port '{portText}' is not a number from 0 to 65535");
-        IPAddress ip;
-        if (host.Length == 0)
-            ip = IPAddress.Any;
-        else if (host == "localhost")
-            ip = IPAddress.Loopback;
-        else if (host.StartsWith('[') && host.EndsWith(']') && IPAddress.TryParse(host[1..^1], out var v6) && v6.AddressFamily == AddressFamily.InterNetworkV6)
-            ip = v6;
-        else if (IPAddress.TryParse(host, out var v4) && v4.AddressFamily == AddressFamily.InterNetwork && host.Count(c => c == '.') == 3)
-            ip = v4;
-        else
-            throw new FormatException($"metrics address '{text}': host '{host}' is not an IPv4 address, [IPv6 address] or localhost");
-        return new IPEndPoint(ip, port);
-    }
+    public static IPEndPoint ParseAddress(string text) => ListenAddress.Parse(text, "metrics address", 9962);
 
     /// <summary>Starts serving; throws <see cref="AgentException"/> with one clear sentence when the address
     /// cannot be listened on (in use, not an address of this network namespace).</summary>

@@ -26,10 +26,23 @@ internal static class AgentCommand
             try { Trellis.Agent.Metrics.MetricsServer.ParseAddress(v); }
             catch (FormatException e) { r.AddError($"--metrics-address: {e.Message}"); }
         });
+        var hubbleAddress = new Option<string>("--hubble-address")
+        {
+            Description = "HOST:PORT where Hubble's observer gRPC API also listens over TCP (:PORT = every address), or 'off' for the unix socket only",
+            DefaultValueFactory = _ => Trellis.Agent.Observer.HubbleServer.DefaultAddress,
+        };
+        hubbleAddress.Validators.Add(r =>
+        {
+            var v = r.GetValueOrDefault<string>();
+            if (v is null || v == "off") return;
+            try { Trellis.Agent.Observer.HubbleServer.ParseAddress(v); }
+            catch (FormatException e) { r.AddError($"--hubble-address: {e.Message}"); }
+        });
         var cmd = new Command("agent", """
             Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
-            and serves the API on /run/trellis/NODE/agent.sock and Prometheus metrics on http://127.0.0.1:9962/metrics
-            (inside the node's network namespace in a lab). 'trellis lab up' starts it for you.
+            and serves the API on /run/trellis/NODE/agent.sock, Prometheus metrics on http://127.0.0.1:9962/metrics and
+            Hubble's observer gRPC API (for hubble observe, Hubble UI) on /run/trellis/NODE/hubble.sock and 127.0.0.1:4244
+            (the TCP addresses are inside the node's network namespace in a lab). 'trellis lab up' starts it for you.
 
             Example:
               trellis agent --node node1 --pod-cidr 10.200.0.0/24
@@ -38,6 +51,7 @@ internal static class AgentCommand
         cmd.Options.Add(flowStore);
         cmd.Options.Add(lbAlgorithm);
         cmd.Options.Add(metricsAddress);
+        cmd.Options.Add(hubbleAddress);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
@@ -50,6 +64,7 @@ internal static class AgentCommand
                 FlowStoreSize = r.GetValue(flowStore),
                 LbAlgorithm = r.GetValue(lbAlgorithm) == "maglev" ? Trellis.Policy.LbAlgorithm.Maglev : Trellis.Policy.LbAlgorithm.Random,
                 MetricsAddress = r.GetValue(metricsAddress) is "off" or "" ? null : r.GetValue(metricsAddress),
+                HubbleAddress = r.GetValue(hubbleAddress) is "off" or "" ? null : r.GetValue(hubbleAddress),
             };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
