@@ -54,6 +54,9 @@ try "shop/backend  -> db service $DB_VIP:5432" backend shop -- socat -T2 /dev/nu
 sleep 0.3
 t observe --last 8
 
+step "Service map of the last 5 minutes (trellis map): dropped edges in red"
+t map -f /tmp/trellis-demo-map.svg
+
 cat <<'TXT'
 
 The lab is still running. Try:
@@ -61,6 +64,9 @@ The lab is still running. Try:
   ./trellis observe --follow            # live flows (Ctrl-C to stop)
   ./trellis lab exec frontend -n shop -- curl -s http://10.200.0.3:8080/
   ./trellis service list                # frontends -> backends, with their states
+  ./trellis observe --from-pod shop/frontend --verdict DROPPED   # why, and by which policy
+  ./trellis monitor --type drop         # raw datapath events (Ctrl-C to stop)
+  ./trellis map -f map.png              # the picture (open /tmp/trellis-demo-map.svg for this run's)
   ./trellis policy delete backend-from-frontend -n shop
   ./trellis lab down                    # remove everything
 TXT
