@@ -21,6 +21,7 @@ public static class PolicyCompiler
 
         var world = new World(inputs, subjectPorts);
         var entries = new SortedDictionary<PolicyKey, PolicyEntry>();
+        var l7 = new Dictionary<PolicyKey, List<HttpRule>?>();
         bool ingressEnforced = false, egressEnforced = false;
 
         foreach (var source in policies)
@@ -37,14 +38,41 @@ public static class PolicyCompiler
                 foreach (var direction in (ReadOnlySpan<Direction>)[Direction.Ingress, Direction.Egress])
                 {
                     foreach (var peerRule in rule.Allows(direction))
-                        AddEntries(entries, world, direction, source.PolicyId, policy, peerRule, deny: false);
+                        AddEntries(entries, l7, world, direction, source.PolicyId, policy, peerRule, deny: false);
                     foreach (var peerRule in rule.Denies(direction))
-                        AddEntries(entries, world, direction, source.PolicyId, policy, peerRule, deny: true);
+                        AddEntries(entries, l7, world, direction, source.PolicyId, policy, peerRule, deny: true);
                 }
             }
         }
 
-        return new EndpointPolicy(ingressEnforced, egressEnforced, new ReadOnlyDictionary<PolicyKey, PolicyEntry>(entries));
+        return new EndpointPolicy(ingressEnforced, egressEnforced, new ReadOnlyDictionary<PolicyKey, PolicyEntry>(entries))
+        {
+            HttpRules = MergeHttpRules(entries, l7),
+        };
+    }
+
+    /// <summary>
+    /// The HTTP rules of every allow key that has some (the keys to redirect to the proxy), merged as Cilium does:
+    /// the rules of all policies giving the same key add up (a request passes when any matches), and an L4-only
+    /// allow of the same direction and protocol whose peer (or any peer) and port range contain the key lifts the
+    /// restriction: the key keeps its redirect (visibility) but gets the allow-all rule, as Cilium's
+    /// wildcardL3L4Rules adds an empty HTTP rule. L3-only allows (protocol any) do not lift it: the port-specific
+    /// key is the more specific match in the datapath. Deny keys never redirect.
+    /// </summary>
+    private static IReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>> MergeHttpRules(
+        SortedDictionary<PolicyKey, PolicyEntry> entries, Dictionary<PolicyKey, List<HttpRule>?> l7)
+    {
+        var result = new SortedDictionary<PolicyKey, IReadOnlyList<HttpRule>>();
+        var l4Only = l7.Where(p => p.Value is null && !entries[p.Key].Deny).Select(p => p.Key).ToArray();
+        foreach (var (key, rules) in l7)
+        {
+            if (rules is null || entries[key].Deny)
+                continue;
+            var lifted = l4Only.Any(k => k.Direction == key.Direction && k.Proto == key.Proto &&
+                (k.Identity == ReservedIdentity.Unknown || k.Identity == key.Identity) && k.Port <= key.Port && k.EndPort >= key.EndPort);
+            result[key] = lifted ? [HttpRule.AllowAll] : rules.Distinct().ToArray();
+        }
+        return new ReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>>(result);
     }
 
     /// <summary>
@@ -127,12 +155,25 @@ public static class PolicyCompiler
     }
 
     private static void AddEntries(
-        SortedDictionary<PolicyKey, PolicyEntry> entries, World world, Direction direction, uint policyId, PolicyResource policy, PeerRule rule, bool deny)
+        SortedDictionary<PolicyKey, PolicyEntry> entries, Dictionary<PolicyKey, List<HttpRule>?> l7, World world, Direction direction,
+        uint policyId, PolicyResource policy, PeerRule rule, bool deny)
     {
         foreach (var peer in Peers(world, policy, rule))
         {
-            foreach (var (proto, port, endPort) in Ports(world, rule, direction, peer))
-                Add(entries, new PolicyKey(peer, direction, proto, port, endPort), new PolicyEntry(policyId, deny));
+            foreach (var (proto, port, endPort, rules) in Ports(world, rule, direction, peer))
+            {
+                var key = new PolicyKey(peer, direction, proto, port, endPort);
+                Add(entries, key, new PolicyEntry(policyId, deny));
+                if (deny)
+                    continue;
+                // Per key: null once any allow gives it without L7 rules (L4-only wins), else the rules added up.
+                if (rules is null || rules.Http.Count == 0)
+                    l7[key] = null;
+                else if (!l7.TryGetValue(key, out var list))
+                    l7[key] = [.. rules.Http];
+                else
+                    list?.AddRange(rules.Http);
+            }
         }
     }
 
@@ -190,20 +231,20 @@ public static class PolicyCompiler
         return peers;
     }
 
-    private static IEnumerable<(L4Proto Proto, ushort Port, ushort EndPort)> Ports(World world, PeerRule rule, Direction direction, uint peer)
+    private static IEnumerable<(L4Proto Proto, ushort Port, ushort EndPort, L7Rules? Rules)> Ports(World world, PeerRule rule, Direction direction, uint peer)
     {
         if (rule.IcmpTypes.Count > 0)
         {
             foreach (var type in rule.IcmpTypes.Distinct())
-                yield return (L4Proto.Icmp, type, type);
+                yield return (L4Proto.Icmp, type, type, null);
             yield break;
         }
         if (rule.ToPorts.Count == 0)
         {
-            yield return (L4Proto.Any, 0, PolicyKey.MaxPort);
+            yield return (L4Proto.Any, 0, PolicyKey.MaxPort, null);
             yield break;
         }
-        foreach (var pp in rule.ToPorts.SelectMany(p => p.Ports))
+        foreach (var (pp, rules) in rule.ToPorts.SelectMany(p => p.Ports.Select(pp => (pp, p.Rules))))
         {
             if (pp.Name is { } name)
             {
@@ -213,7 +254,7 @@ public static class PolicyCompiler
                 foreach (var np in declared)
                 {
                     if (string.Equals(np.Name, name, StringComparison.OrdinalIgnoreCase) && (pp.Protocol == L4Proto.Any || pp.Protocol == np.Protocol))
-                        yield return (np.Protocol, np.Port, np.Port);
+                        yield return (np.Protocol, np.Port, np.Port, rules);
                 }
                 continue;
             }
@@ -221,11 +262,11 @@ public static class PolicyCompiler
             if (pp.Protocol == L4Proto.Any)
             {
                 foreach (var proto in AnyExpansion)
-                    yield return (proto, lo, hi);
+                    yield return (proto, lo, hi, rules);
             }
             else
             {
-                yield return (pp.Protocol, lo, hi);
+                yield return (pp.Protocol, lo, hi, rules);
             }
         }
     }

@@ -64,7 +64,42 @@ public readonly record struct PolicyEntry(uint PolicyId, bool Deny);
 /// </summary>
 public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, IReadOnlyDictionary<PolicyKey, PolicyEntry> Entries)
 {
+    private static readonly IReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>> NoHttpRules =
+        new System.Collections.ObjectModel.ReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>>(new Dictionary<PolicyKey, IReadOnlyList<HttpRule>>());
+
+    /// <summary>
+    /// The allow keys whose traffic goes to the node-local proxy, with the HTTP rules it enforces there (merged over
+    /// all policies; see <see cref="PolicyCompiler"/>). Every key here is also an allow key of <see cref="Entries"/>.
+    /// </summary>
+    public IReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>> HttpRules { get; init; } = NoHttpRules;
+
     public bool Enforced(Direction direction) => direction == Direction.Ingress ? IngressEnforced : EgressEnforced;
+
+    /// <summary>Whether <paramref name="key"/> must be redirected to the proxy.</summary>
+    public bool Redirects(PolicyKey key) => HttpRules.ContainsKey(key);
+
+    /// <summary>
+    /// The HTTP rules a request on this connection must match, or null when L7 does not restrict it (no L7 rule
+    /// covers it, or a port-specific L4-only allow covers it too: Cilium's "L4-only wins"). Only TCP has L7 rules.
+    /// The rules of every covering key add up. Whether L4 allows the connection at all is <see cref="PolicyEvaluator"/>'s.
+    /// </summary>
+    public IReadOnlyList<HttpRule>? HttpRulesFor(Direction direction, uint peer, L4Proto proto, ushort port)
+    {
+        if (HttpRules.Count == 0)
+            return null;
+        List<HttpRule>? rules = null;
+        foreach (var (key, entry) in Entries)
+        {
+            if (key.Direction != direction || key.Proto == L4Proto.Any || !key.Covers(peer, proto, port))
+                continue;
+            if (entry.Deny)
+                return null;
+            if (!HttpRules.TryGetValue(key, out var keyRules))
+                return null; // an L4-only allow of this port: no L7 restriction
+            (rules ??= []).AddRange(keyRules);
+        }
+        return rules?.Distinct().ToArray();
+    }
 }
 
 /// <summary>An endpoint (pod) identity with its identity labels.</summary>

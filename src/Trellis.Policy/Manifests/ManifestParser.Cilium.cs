@@ -16,8 +16,14 @@ public static partial class ManifestParser
         ["toServices", "toFQDNs", "toRequires", "toNodes", "toGroups", "authentication"];
     private static readonly string[] CidrRuleFields = ["cidr", "except"];
     private static readonly string[] CidrRuleUnsupported = ["cidrGroupRef", "cidrGroupSelector"];
-    private static readonly string[] PortRuleFields = ["ports"];
-    private static readonly string[] PortRuleUnsupported = ["rules", "originatingTLS", "terminatingTLS", "serverNames", "listener"];
+    private static readonly string[] PortRuleFields = ["ports", "rules"];
+    private static readonly string[] PortDenyRuleFields = ["ports"];
+    private static readonly string[] PortRuleUnsupported = ["originatingTLS", "terminatingTLS", "serverNames", "listener"];
+    private static readonly string[] L7RulesFields = ["http"];
+    private static readonly string[] L7RulesUnsupported = ["kafka", "dns", "l7proto", "l7"];
+    private static readonly string[] HttpRuleFields = ["method", "path", "host", "headers", "headerMatches"];
+    private static readonly string[] HeaderMatchFields = ["name", "value"];
+    private static readonly string[] HeaderMatchUnsupported = ["mismatch", "secret"];
     private static readonly string[] PortProtocolFields = ["port", "endPort", "protocol"];
     private static readonly string[] IcmpRuleFields = ["fields"];
     private static readonly string[] IcmpFieldFields = ["type", "family"];
@@ -207,12 +213,99 @@ public static partial class ManifestParser
         (reader.List("toPorts") ?? []).Select(item =>
         {
             // Deny rules have no L7 part at all in Cilium (PortDenyRule), so rules there is unknown, not unsupported.
-            var pr = new MapReader(ctx, item.Node, item.Path, PortRuleFields, deny ? null : PortRuleUnsupported);
+            var pr = new MapReader(ctx, item.Node, item.Path, deny ? PortDenyRuleFields : PortRuleFields, deny ? null : PortRuleUnsupported);
             var ports = pr.List("ports");
             if (ports is null || ports.Count == 0)
                 throw ctx.Error(pr.Get("ports") ?? pr.Node, pr.Field("ports"), "ports must list at least one port");
-            return new PortRule(ports.Select(p => ParseCiliumPort(ctx, p.Node, p.Path)).ToArray(), ctx.Location(item.Node));
+            var parsed = ports.Select(p => ParseCiliumPort(ctx, p.Node, p.Path)).ToArray();
+            var l7 = ParseL7Rules(ctx, pr, ports, parsed);
+            return new PortRule(parsed, ctx.Location(item.Node)) { Rules = l7 };
         }).ToArray();
+
+    /// <summary>toPorts[].rules: HTTP only, behind <see cref="ManifestParserOptions.AllowL7Rules"/>; null when absent or empty.</summary>
+    private static L7Rules? ParseL7Rules(ParseContext ctx, MapReader portRule, IReadOnlyList<(YamlNode Node, string Path)> portNodes, PortProtocol[] ports)
+    {
+        if (portRule.KeyNode("rules") is not { } rulesKey)
+            return null;
+        if (!ctx.Options.AllowL7Rules)
+            throw ctx.Error(rulesKey, portRule.Field("rules"),
+                "rules is not supported yet: L7 (HTTP) rules need the node-local proxy, which is not enabled, and an unenforced rule would allow every request");
+        if (portRule.Get("rules") is not { } rulesNode)
+            return null;
+
+        var r = new MapReader(ctx, rulesNode, portRule.Field("rules"), L7RulesFields, L7RulesUnsupported);
+        var items = r.List("http");
+        if (items is null || items.Count == 0)
+        {
+            // Cilium: empty L7 rules add nothing; the port is L4-only.
+            ctx.Warn(r.Node, r.Field("http"), "rules has no http rule, so this port is allowed at L4 only; write http: [{}] to send it through the proxy for visibility");
+            return null;
+        }
+
+        // As Cilium (PortRule.Validate): L7 rules only on explicit TCP ports, never on port 0 (any port).
+        for (var i = 0; i < ports.Length; i++)
+        {
+            var (node, path) = portNodes[i];
+            if (ports[i].Protocol != L4Proto.Tcp)
+                throw ctx.Error(node, path, ports[i].Protocol == L4Proto.Any
+                    ? "L7 rules can only apply to TCP: set protocol: TCP on this port (as Cilium requires; an omitted protocol means ANY)"
+                    : $"L7 rules can only apply to TCP (not {ports[i].Protocol.ToString().ToUpperInvariant()})");
+            if (ports[i].Port == 0 && ports[i].Name is null)
+                throw ctx.Error(node, path, "L7 rules cannot be used when the port is 0 (any port); give a port number");
+        }
+
+        var rules = new List<HttpRule>();
+        foreach (var (itemNode, itemPath) in items)
+        {
+            var h = new MapReader(ctx, itemNode, itemPath, HttpRuleFields);
+            var headers = new List<HeaderMatch>();
+            foreach (var (headerNode, headerPath) in h.List("headers") ?? [])
+                headers.Add(ParseHeaderString(ctx, headerNode, headerPath, ScalarString(ctx, headerNode, headerPath)));
+            foreach (var (matchNode, matchPath) in h.List("headerMatches") ?? [])
+            {
+                var m = new MapReader(ctx, matchNode, matchPath, HeaderMatchFields, HeaderMatchUnsupported);
+                var name = m.RequiredString("name");
+                if (HeaderNameError(name) is { } error)
+                    throw ctx.Error(m.Get("name")!, m.Field("name"), error);
+                // An empty or absent value only requires the header to be present (Cilium).
+                var value = m.String("value");
+                headers.Add(new HeaderMatch(name, string.IsNullOrEmpty(value) ? null : value));
+            }
+            rules.Add(new HttpRule(HttpRegex(ctx, h, "method"), HttpRegex(ctx, h, "path"), HttpRegex(ctx, h, "host"), headers));
+        }
+        return new L7Rules(rules);
+    }
+
+    /// <summary>An http rule regex: absent or empty = any value; otherwise it must compile as the matcher compiles it.</summary>
+    private static string? HttpRegex(ParseContext ctx, MapReader h, string field)
+    {
+        var text = h.String(field);
+        if (string.IsNullOrEmpty(text))
+            return null;
+        if (HttpRuleMatcher.RegexError(text) is { } error)
+            throw ctx.Error(h.Get(field)!, h.Field(field), $"invalid regular expression \"{text}\": {error}");
+        return text;
+    }
+
+    /// <summary>A headers item: "Name" (must be present) or "Name: value" (must equal value).</summary>
+    private static HeaderMatch ParseHeaderString(ParseContext ctx, YamlNode node, string path, string text)
+    {
+        var colon = text.IndexOf(':', StringComparison.Ordinal);
+        var name = (colon < 0 ? text : text[..colon]).Trim();
+        if (HeaderNameError(name) is { } error)
+            throw ctx.Error(node, path, $"{error} (write \"Name\" to require the header or \"Name: value\" to require its value)");
+        if (colon < 0)
+            return new HeaderMatch(name, null);
+        var value = text[(colon + 1)..].Trim();
+        if (value.Length == 0)
+            throw ctx.Error(node, path, $"\"{text}\" has no value after ':'; write \"{name}\" to require only that the header is present");
+        return new HeaderMatch(name, value);
+    }
+
+    private static string? HeaderNameError(string name) =>
+        name.Length > 0 && name.All(c => c > ' ' && c < 127 && !"()<>@,;:\\\"/[]?={}".Contains(c))
+            ? null
+            : $"\"{name}\" is not a valid HTTP header name";
 
     private static PortProtocol ParseCiliumPort(ParseContext ctx, YamlNode node, string path)
     {

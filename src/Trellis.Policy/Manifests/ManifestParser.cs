@@ -25,11 +25,19 @@ public static partial class ManifestParser
     /// Like <see cref="Parse(string, string)"/>, and also returns what is accepted but looks wrong (rules that can
     /// never match, allows made useless by a deny of the same policy...), in file order.
     /// </summary>
-    public static IReadOnlyList<Resource> Parse(string text, string fileName, out IReadOnlyList<ManifestWarning> warnings)
+    public static IReadOnlyList<Resource> Parse(string text, string fileName, out IReadOnlyList<ManifestWarning> warnings) =>
+        Parse(text, fileName, ManifestParserOptions.Default, out warnings);
+
+    /// <summary>Like <see cref="Parse(string, string)"/> with non-default options.</summary>
+    public static IReadOnlyList<Resource> Parse(string text, string fileName, ManifestParserOptions options) => Parse(text, fileName, options, out _);
+
+    /// <summary>Like <see cref="Parse(string, string, out IReadOnlyList{ManifestWarning})"/> with non-default options.</summary>
+    public static IReadOnlyList<Resource> Parse(string text, string fileName, ManifestParserOptions options, out IReadOnlyList<ManifestWarning> warnings)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(fileName);
-        var ctx = new ParseContext(fileName);
+        ArgumentNullException.ThrowIfNull(options);
+        var ctx = new ParseContext(fileName, options);
         warnings = ctx.Warnings;
 
         var stream = new YamlStream();

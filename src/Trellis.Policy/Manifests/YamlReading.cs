@@ -4,9 +4,11 @@ using YamlDotNet.RepresentationModel;
 namespace Trellis.Policy;
 
 /// <summary>Error construction for one file: every node knows where it was written.</summary>
-internal sealed class ParseContext(string file)
+internal sealed class ParseContext(string file, ManifestParserOptions? options = null)
 {
     public string File { get; } = file;
+
+    public ManifestParserOptions Options { get; } = options ?? ManifestParserOptions.Default;
 
     public List<ManifestWarning> Warnings { get; } = new();
 

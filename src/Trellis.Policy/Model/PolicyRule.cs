@@ -64,7 +64,11 @@ public sealed record EgressRule(IReadOnlyList<EndpointSelector>? ToEndpoints, IR
     : PeerRule(ToEndpoints, ToPorts, Location);
 
 /// <summary>One toPorts item (Cilium) or the ports list of a Kubernetes rule.</summary>
-public sealed record PortRule(IReadOnlyList<PortProtocol> Ports, SourceLocation Location);
+public sealed record PortRule(IReadOnlyList<PortProtocol> Ports, SourceLocation Location)
+{
+    /// <summary>The L7 rules (Cilium toPorts[].rules) of these ports; null = L4 only.</summary>
+    public L7Rules? Rules { get; init; }
+}
 
 /// <summary>
 /// Port 0 = any port; <see cref="EndPort"/> 0 = just <see cref="Port"/>, else the inclusive range Port..EndPort.
