@@ -79,6 +79,41 @@ static __always_inline int reverse_nat(struct __sk_buff *skb, const struct pkt *
 	return bpf_redirect_neigh(n->ifindex, 0, 0, 0);
 }
 
+/* Hands a packet of an allowed flow whose policy has HTTP rules to the node's L7 proxy: to the proxy's socket for
+ * this connection if it has one, else to its listener, which then accepts with the original destination as its
+ * local address (bpf_sk_assign, TPROXY-like). No proxy listening = the flow is refused (fail closed). */
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 proxy_port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = p->saddr;
+	t.ipv4.daddr = p->daddr;
+	t.ipv4.sport = bpf_htons(p->sport);
+	t.ipv4.dport = bpf_htons(p->dport);
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state == BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		sk = 0;
+	}
+	if (!sk) {
+		if (!proxy_port)
+			return -1;
+		__builtin_memset(&t, 0, sizeof(t));
+		t.ipv4.daddr = bpf_htonl(0x7f000001); /* 127.0.0.1 */
+		t.ipv4.dport = proxy_port;
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+	}
+	long err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return -1;
+	skb->mark = (skb->mark & ~MARK_MAGIC_MASK) | MARK_MAGIC_TO_PROXY;
+	return 0;
+}
+
 static __always_inline int audit_mode(const struct endpoint_info *ep)
 {
 	__u32 zero = 0;
@@ -139,12 +174,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* Original direction, new or established: policy applies to every packet,
 	 * so removing a rule cuts flows it used to allow. */
-	__u32 policy_id = 0;
+	__u32 policy_id = 0, policy_flags = 0;
 	__u8 verdict = VERDICT_FORWARDED;
 	int reason = 0;
 	if (enforce || has_deny) {
 		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
-		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id);
+		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id, &policy_flags);
 		/* Not enforced: only a deny rule drops. */
 		if (!enforce && reason == REASON_POLICY_DENIED)
 			reason = 0;
@@ -154,6 +189,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			/* Audit: the would-be drop passes and is reported once per flow. */
 			verdict = VERDICT_AUDIT;
 		}
+	}
+
+	/* HTTP rules on this (egress) key: the connection goes through the node's L7 proxy. Every packet, since the
+	 * stack would otherwise route it to the destination. */
+	int redirect = verdict == VERDICT_FORWARDED && dir == DIR_EGRESS && p.proto == IPPROTO_TCP_ &&
+		       (policy_flags & POLICY_F_REDIRECT);
+	if (redirect) {
+		__u32 zero = 0;
+		struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+		if (to_proxy(skb, &p, cfg ? cfg->proxy_port : 0))
+			return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+		verdict = VERDICT_REDIRECTED;
 	}
 
 	counter_inc(verdict == VERDICT_AUDIT ? COUNTER_AUDIT : COUNTER_FORWARDED);

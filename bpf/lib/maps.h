@@ -33,8 +33,9 @@ struct endpoint_info {
 
 /* config: node-wide settings, one entry at index 0. */
 struct node_config {
-	__u32 flags; /* CONFIG_F_* */
-	__u32 pad;
+	__u32 flags;      /* CONFIG_F_* */
+	__u16 proxy_port; /* the node's L7 proxy listens on 127.0.0.1:proxy_port (network order); 0 = no proxy */
+	__u16 pad;
 };
 #define CONFIG_F_AUDIT 1          /* policy audit mode for every endpoint */
 #define CONFIG_F_NO_FLOW_EVENTS 2 /* send no flow events (to measure what they cost); counters still count */
@@ -58,6 +59,12 @@ struct policy_value {
 	__u32 flags;     /* POLICY_F_* */
 };
 #define POLICY_F_DENY 1
+#define POLICY_F_REDIRECT 2 /* allowed, through the node's L7 proxy (the policy has HTTP rules for this key) */
+
+/* skb->mark of a packet handed to the L7 proxy: the node routes it to the local stack (ip rule fwmark
+ * MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK lookup a table with a local default route), as Cilium's TPROXY does. */
+#define MARK_MAGIC_TO_PROXY 0x200
+#define MARK_MAGIC_MASK 0xF00
 
 /* conntrack: one entry per flow and hook direction. The tuple is the one the
  * first packet carried at that hook; replies are found by the reversed tuple

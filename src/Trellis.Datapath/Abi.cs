@@ -130,6 +130,8 @@ public struct PolicyKey : IEquatable<PolicyKey>
 public struct PolicyValue
 {
     public const uint FlagDeny = 1;
+    /// <summary>Allowed through the node's L7 proxy (the key has HTTP rules).</summary>
+    public const uint FlagRedirect = 2;
     [FieldOffset(0)] public uint PolicyId;
     [FieldOffset(4)] public uint Flags;
 }
@@ -190,6 +192,7 @@ public struct NodeConfig
     public const uint FlagAudit = 1;
     public const uint FlagNoFlowEvents = 2;
     [FieldOffset(0)] public uint Flags;
+    [FieldOffset(4)] public ushort ProxyPortBe; // 0 = no L7 proxy
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 8)]

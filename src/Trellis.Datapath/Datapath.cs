@@ -167,10 +167,17 @@ public sealed class NodeDatapath : IDisposable
 
     /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
     /// whether flow events are sent at all.</summary>
-    public void SetNodeConfig(bool audit, bool flowEvents) =>
-        Config.Update(0u, new NodeConfig { Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents) });
+    public void SetNodeConfig(bool audit, bool flowEvents, ushort proxyPort = 0) =>
+        Config.Update(0u, new NodeConfig
+        {
+            Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents),
+            ProxyPortBe = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(proxyPort),
+        });
 
-    public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents);
+    public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents, ProxyPort);
+
+    /// <summary>The node's L7 proxy port (127.0.0.1), 0 when none is configured.</summary>
+    public ushort ProxyPort => Config.TryLookup(0u, out NodeConfig c) ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(c.ProxyPortBe) : (ushort)0;
 
     public bool AuditMode => Config.TryLookup(0u, out NodeConfig c) && (c.Flags & NodeConfig.FlagAudit) != 0;
 

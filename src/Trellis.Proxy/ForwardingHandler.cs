@@ -58,7 +58,7 @@ internal sealed class ForwardingHandler
             request.Path.Value ?? "/",
             request.QueryString.Value ?? string.Empty,
             request.Host.Value ?? string.Empty,
-            request.Headers));
+            request.Headers) { Client = connection.Client });
 
         if (!decision.Allowed)
         {

@@ -18,7 +18,11 @@ public readonly record struct L7Request(
     string Path,
     string Query,
     string Host,
-    IHeaderDictionary Headers);
+    IHeaderDictionary Headers)
+{
+    /// <summary>The client's ip:port (the proxied connection's peer); null when the caller does not know it.</summary>
+    public IPEndPoint? Client { get; init; }
+}
 
 /// <summary>A policy verdict for one request.</summary>
 public readonly record struct Decision(bool Allowed, string? Reason)

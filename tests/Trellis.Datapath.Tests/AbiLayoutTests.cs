@@ -28,7 +28,7 @@ public sealed class AbiLayoutTests : IDisposable
             ["EndpointId"] = "ep_id", ["Identity"] = "identity", ["Ipv4"] = "ipv4", ["Flags"] = "flags",
         }),
         ["policy_key"] = (typeof(PolicyKey), new() { ["PrefixLen"] = "prefixlen", ["Identity"] = "identity", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
-        ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags" }),
+        ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags", ["ProxyPortBe"] = "proxy_port" }),
         ["lb4_frontend_key"] = (typeof(Lb4FrontendKey), new() { ["Address"] = "address", ["PortBe"] = "port", ["Proto"] = "proto" }),
         ["lb4_frontend"] = (typeof(Lb4Frontend), new() { ["Id"] = "id", ["Count"] = "count", ["AffinityTimeoutSeconds"] = "affinity_timeout_s", ["Flags"] = "flags" }),
         ["lb4_nat_key"] = (typeof(Lb4NatKey), new() { ["SAddr"] = "saddr", ["DAddr"] = "daddr", ["SPortBe"] = "sport", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
@@ -156,6 +156,7 @@ public sealed class AbiLayoutTests : IDisposable
         Same(d, "LB4_F_MAGLEV", Lb4Frontend.FlagMaglev);
         Same(d, "CONFIG_F_AUDIT", NodeConfig.FlagAudit);
         Same(d, "CONFIG_F_NO_FLOW_EVENTS", NodeConfig.FlagNoFlowEvents);
+        Same(d, "POLICY_F_REDIRECT", PolicyValue.FlagRedirect);
     }
 
     private static void Same(Dictionary<string, ulong> defines, string name, ulong mirror)

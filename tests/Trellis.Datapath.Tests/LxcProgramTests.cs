@@ -93,6 +93,28 @@ public sealed class LxcProgramTests : IDisposable
     }
 
     [Fact]
+    public void Egress_with_http_rules_fails_closed_without_a_proxy_and_other_ports_never_see_it()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceEgress);
+        Allow((PeerIdentity, 80, Packets.Tcp, TrafficDirection.Egress, 5));
+        var entries = _dp.ReadPolicy(EpId).ToDictionary(e => e.Key, e => e.Value with { Flags = e.Value.Flags | PolicyValue.FlagRedirect });
+        _dp.ReplacePolicy(EpId, entries);
+
+        // No proxy configured: the flow needs L7 and nothing can check it, so it fails closed.
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        var drop = Assert.Single(TakeEvents());
+        AssertDropped(drop, DropReason.L7Denied);
+
+        // (Handing the SYN to a listener needs a real TC ingress: BPF_PROG_TEST_RUN skbs are not "at TC ingress",
+        // so bpf_sk_assign refuses them. That path is covered with real traffic once the agent runs the proxy; the
+        // mechanism is verified in docs/l7-proxy.md.)
+        // Ports without HTTP rules never see the proxy.
+        Allow((PeerIdentity, 81, Packets.Tcp, TrafficDirection.Egress, 6));
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40002, PeerIp, 81)));
+        Assert.Equal((byte)Verdict.Forwarded, Assert.Single(TakeEvents()).Verdict);
+    }
+
+    [Fact]
     public void With_flow_events_off_verdicts_and_counters_stay_and_nothing_is_reported()
     {
         AddEndpoint(EndpointInfo.FlagEnforceIngress);
