@@ -8,24 +8,20 @@
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/drop_reasons.h"
+#include "lib/events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
 
-static __always_inline void counter_inc(__u32 idx)
-{
-	__u64 *c = bpf_map_lookup_elem(&trellis_counters, &idx);
-	if (c)
-		*c += 1;
-}
-
 /* A socket event: the client is named by its cgroup (the agent knows each pod's), since an unbound socket
  * has no source address yet. TRANSLATED carries the backend chosen; DROPPED the service address dialled. */
 static __always_inline void report(struct bpf_sock_addr *ctx, __u32 addr, __u16 port, __u32 frontend_id, __u8 verdict,
 				   __u8 reason)
 {
+	if (!events_enabled())
+		return;
 	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
 	if (!e) {
 		counter_inc(COUNTER_EVENTS_LOST);
@@ -41,7 +37,7 @@ static __always_inline void report(struct bpf_sock_addr *ctx, __u32 addr, __u16 
 	e->dir = DIR_EGRESS;
 	e->frontend_id = frontend_id;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&trellis_events, BPF_RB_AVAIL_DATA) > EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, events_submit_flags());
 }
 
 static __always_inline void report_no_backend(struct bpf_sock_addr *ctx, __u32 frontend_id)

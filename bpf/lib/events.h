@@ -12,6 +12,14 @@ static __always_inline void counter_inc(__u32 idx)
 		*c += 1; /* per-CPU: no atomics needed */
 }
 
+/* Whether flow events are on (trellis config --flow-events); counters count either way. */
+static __always_inline int events_enabled(void)
+{
+	__u32 zero = 0;
+	struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+	return !cfg || !(cfg->flags & CONFIG_F_NO_FLOW_EVENTS);
+}
+
 static __always_inline __u64 events_submit_flags(void)
 {
 	return bpf_ringbuf_query(&trellis_events, BPF_RB_AVAIL_DATA) > EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
@@ -21,9 +29,7 @@ static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt
 					 __u32 dst_id, __u8 verdict, __u8 reason, __u8 dir, __u8 is_reply, __u32 policy_id,
 					 __u32 frontend_id)
 {
-	__u32 zero = 0;
-	struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
-	if (cfg && (cfg->flags & CONFIG_F_NO_FLOW_EVENTS))
+	if (!events_enabled())
 		return;
 	struct flow_event *e = bpf_ringbuf_reserve(&trellis_events, sizeof(*e), 0);
 	if (!e) {

@@ -424,8 +424,9 @@ public sealed class NodeAgent : IDisposable
     {
         try
         {
+            var nics = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces(); // netlink: not under the lock
             lock (_gate)
-                if (ScanDevicesLocked())
+                if (ScanDevicesLocked(nics))
                     _services.Sync(EndpointStates());
         }
         catch (Exception e)
@@ -437,12 +438,12 @@ public sealed class NodeAgent : IDisposable
     /// <summary>Finds the node's own devices (up, not loopback, not a pod veth, with an IPv4 address), attaches the
     /// NodePort load balancer to new ones and gives their addresses the host identity. Returns whether the
     /// node's addresses changed.</summary>
-    private bool ScanDevicesLocked()
+    private bool ScanDevicesLocked(System.Net.NetworkInformation.NetworkInterface[]? nics = null)
     {
         var found = new List<DeviceDto>();
         var addresses = new List<uint> { NetOrder.FromAddress(_ipam.RouterIp) };
         var podIfs = _endpoints.Values.Select(e => e.State.Ifname).ToHashSet();
-        foreach (var nic in System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
+        foreach (var nic in nics ?? System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
         {
             if (nic.NetworkInterfaceType == System.Net.NetworkInformation.NetworkInterfaceType.Loopback ||
                 nic.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Down ||
@@ -811,8 +812,8 @@ public sealed class NodeAgent : IDisposable
                 for (int i = 0; i < svc.Ports.Count; i++)
                 {
                     var name = $"{stored.Namespace}/{stored.Name}:{svc.Ports[i].Name ?? svc.Ports[i].Port.ToString()}";
-                    frontends[stored.Id << 8 | (uint)i << 1] = name;
-                    frontends[stored.Id << 8 | (uint)i << 1 | 1] = name;
+                    frontends[Services.ServiceManager.FrontendId(stored.Id, i, nodePort: false)] = name;
+                    frontends[Services.ServiceManager.FrontendId(stored.Id, i, nodePort: true)] = name;
                 }
             _monitor.Snapshot = new EnrichmentSnapshot(byIp, labels.ToFrozenDictionary(), pols, byCgroup.ToFrozenDictionary(), frontends.ToFrozenDictionary());
         }

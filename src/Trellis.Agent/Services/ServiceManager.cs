@@ -89,18 +89,9 @@ public sealed class ServiceManager
 
     public int Count => _services.Count;
 
-    /// <summary>The service and port a frontend id stands for (for flow records).</summary>
-    public (string Service, ServicePort Port)? Frontend(uint frontendId)
-    {
-        uint serviceId = frontendId >> 8;
-        int portIndex = (int)(frontendId >> 1 & 0x7F);
-        foreach (var (stored, svc) in _services.Values)
-            if (stored.Id == serviceId && portIndex < svc.Ports.Count)
-                return ($"{stored.Namespace}/{stored.Name}", svc.Ports[portIndex]);
-        return null;
-    }
-
-    private static uint FrontendId(uint serviceId, int portIndex, bool nodePort) => serviceId << 8 | (uint)portIndex << 1 | (nodePort ? 1u : 0u);
+    /// <summary>A frontend's id in the maps and in flow events: service id, port index, and whether it is the
+    /// NodePort frontend (whose backend set follows externalTrafficPolicy) or the ClusterIP one.</summary>
+    public static uint FrontendId(uint serviceId, int portIndex, bool nodePort) => serviceId << 8 | (uint)portIndex << 1 | (nodePort ? 1u : 0u);
 
     // --- services ---
 

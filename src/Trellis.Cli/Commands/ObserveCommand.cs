@@ -9,11 +9,8 @@ internal static class ObserveCommand
 {
     public static Command Create()
     {
-        Option<string[]> Many(string name, string description, params string[] aliases)
-        {
-            var o = new Option<string[]>(name, aliases) { Description = description, AllowMultipleArgumentsPerToken = false, Arity = ArgumentArity.OneOrMore };
-            return o;
-        }
+        static Option<string[]> Many(string name, string description, params string[] aliases) =>
+            new(name, aliases) { Description = description, Arity = ArgumentArity.OneOrMore };
         var ns = Many("--namespace", "Flows from or to pods in this namespace", "-n");
         var pod = Many("--pod", "Flows from or to this pod ([namespace/]name prefix)");
         var fromPod = Many("--from-pod", "Flows from this pod ([namespace/]name prefix)");
