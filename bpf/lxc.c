@@ -16,10 +16,15 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline __u32 ipcache_identity(__u32 addr)
+static __always_inline struct ipcache_value *ipcache_lookup(__u32 addr)
 {
 	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
-	struct ipcache_value *v = bpf_map_lookup_elem(&trellis_ipcache, &k);
+	return bpf_map_lookup_elem(&trellis_ipcache, &k);
+}
+
+static __always_inline __u32 ipcache_identity(__u32 addr)
+{
+	struct ipcache_value *v = ipcache_lookup(addr);
 	return v ? v->identity : IDENTITY_WORLD;
 }
 
@@ -79,9 +84,10 @@ static __always_inline int reverse_nat(struct __sk_buff *skb, const struct pkt *
 	return bpf_redirect_neigh(n->ifindex, 0, 0, 0);
 }
 
-/* Hands a packet of an allowed flow whose policy has HTTP rules to the node's L7 proxy: to the proxy's socket for
- * this connection if it has one, else to its listener, which then accepts with the original destination as its
- * local address (bpf_sk_assign, TPROXY-like). No proxy listening = the flow is refused (fail closed). */
+/* Hands a packet to the node's L7 proxy: to the proxy's socket for this tuple if it has one (a redirected client
+ * connection, or a reply on the proxy's upstream connection), else to its listener on 127.0.0.1:proxy_port (when
+ * non-zero), which then accepts with the original destination as its local address (bpf_sk_assign, TPROXY-like).
+ * The mark routes the packet to the local stack. No socket = -1: the caller refuses the flow (fail closed). */
 static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 proxy_port)
 {
 	struct bpf_sock_tuple t = {};
@@ -142,26 +148,36 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return drop(skb, &p, ep->ep_id, 0, 0, ret, dir);
 
 	__u32 src_id, dst_id, remote_id;
-	__u32 enforce, has_deny;
+	__u32 enforce, has_deny; /* has_deny: deny or redirect entries, looked up even when the direction is not enforced */
+	struct ipcache_value *dst = 0;
 	if (dir == DIR_EGRESS) {
 		if (p.saddr != ep->ipv4)
 			return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
 		src_id = ep->identity;
-		dst_id = ipcache_identity(p.daddr);
+		dst = ipcache_lookup(p.daddr);
+		dst_id = dst ? dst->identity : IDENTITY_WORLD;
 		remote_id = dst_id;
 		enforce = ep->flags & EP_F_ENFORCE_EGRESS;
-		has_deny = ep->flags & EP_F_DENY_EGRESS;
+		has_deny = ep->flags & (EP_F_DENY_EGRESS | EP_F_REDIRECT_EGRESS);
 	} else {
 		src_id = ipcache_identity(p.saddr);
 		dst_id = ep->identity;
 		remote_id = src_id;
 		enforce = ep->flags & EP_F_ENFORCE_INGRESS;
-		has_deny = ep->flags & EP_F_DENY_INGRESS;
+		has_deny = ep->flags & (EP_F_DENY_INGRESS | EP_F_REDIRECT_INGRESS);
 	}
 
 	struct ct_entry *ct;
 	enum ct_result ctr = ct_lookup(&p, dir, &ct);
 	if (ctr == CT_REPLY) {
+		if (ct->from_proxy && dir == DIR_EGRESS) {
+			/* The server answers the proxy's upstream connection, which is bound to the client's address:
+			 * deliver it to the proxy's socket, not to the client. */
+			if (to_proxy(skb, &p, 0))
+				return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir);
+			counter_inc(COUNTER_FORWARDED);
+			return TC_ACT_OK;
+		}
 		counter_inc(COUNTER_FORWARDED);
 		if (ct->lb_nat && dir == DIR_EGRESS)
 			return reverse_nat(skb, &p);
@@ -180,7 +196,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (enforce || has_deny) {
 		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
 		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id, &policy_flags);
-		/* Not enforced: only a deny rule drops. */
+		/* Not enforced: only a deny rule drops (the lookup was for deny or L7 redirect entries). */
 		if (!enforce && reason == REASON_POLICY_DENIED)
 			reason = 0;
 		if (reason) {
@@ -191,22 +207,45 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 	}
 
-	/* HTTP rules on this (egress) key: the connection goes through the node's L7 proxy. Every packet, since the
-	 * stack would otherwise route it to the destination. */
-	int redirect = verdict == VERDICT_FORWARDED && dir == DIR_EGRESS && p.proto == IPPROTO_TCP_ &&
-		       (policy_flags & POLICY_F_REDIRECT);
-	if (redirect) {
-		__u32 zero = 0;
-		struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
-		if (to_proxy(skb, &p, cfg ? cfg->proxy_port : 0))
+	/* HTTP rules: the connection goes through the node's L7 proxy, for every packet of the original direction
+	 * (the stack would otherwise route it to the destination). bpf_sk_assign works only at TC ingress, so a pod
+	 * client is redirected here, at its from_container, for its own egress rules and for the ingress rules of a
+	 * destination on this node. The proxy checks both sides; its upstream connection (marked) passes the
+	 * destination's to_container with the normal L4 check. */
+	__u8 from_proxy = 0;
+	if (verdict == VERDICT_FORWARDED && p.proto == IPPROTO_TCP_) {
+		__u32 redirect = 0;
+		if (dir == DIR_EGRESS) {
+			redirect = policy_flags;
+			if (!(redirect & POLICY_F_REDIRECT) && dst && (dst->flags & IPCACHE_F_L7_INGRESS)) {
+				__u32 dst_policy = 0, dst_flags = 0;
+				if (!policy_check(dst->ep_id, src_id, p.dport, IPPROTO_TCP_, DIR_INGRESS, &dst_policy, &dst_flags) &&
+				    (dst_flags & POLICY_F_REDIRECT)) {
+					redirect = dst_flags;
+					policy_id = dst_policy;
+				}
+			}
+		} else if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_FROM_PROXY) {
+			from_proxy = 1;
+		} else if ((policy_flags & (POLICY_F_REDIRECT | POLICY_F_VISIBILITY)) == POLICY_F_REDIRECT) {
+			/* Not from a pod on this node (the host, or outside): there is no TC ingress hook left to
+			 * redirect from, so the flow is refused rather than let through unchecked. */
 			return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
-		verdict = VERDICT_REDIRECTED;
+		}
+		if (redirect & POLICY_F_REDIRECT) {
+			__u32 zero = 0;
+			struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+			if (!to_proxy(skb, &p, cfg ? cfg->proxy_port : 0))
+				verdict = VERDICT_REDIRECTED;
+			else if (!(redirect & POLICY_F_VISIBILITY)) /* visibility only: without a proxy, unobserved */
+				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+		}
 	}
 
 	counter_inc(verdict == VERDICT_AUDIT ? COUNTER_AUDIT : COUNTER_FORWARDED);
 	if (ctr == CT_NEW) {
 		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
-		ct_create(&p, dir, src_id, policy_id, frontend_id != 0);
+		ct_create(&p, dir, src_id, policy_id, frontend_id != 0, from_proxy);
 		emit_flow_lb(skb, &p, ep->ep_id, src_id, dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
 	}
 	return TC_ACT_OK;

@@ -79,7 +79,8 @@ static __always_inline enum ct_result ct_lookup(const struct pkt *p, __u8 dir, s
 }
 
 /* Returns 0, or REASON_CT_MAP_FULL when the entry could not be stored. */
-static __always_inline int ct_create(const struct pkt *p, __u8 dir, __u32 src_identity, __u32 policy_id, __u8 lb_nat)
+static __always_inline int ct_create(const struct pkt *p, __u8 dir, __u32 src_identity, __u32 policy_id, __u8 lb_nat,
+				     __u8 from_proxy)
 {
 	struct ct_key k;
 	struct ct_entry e = {};
@@ -90,6 +91,7 @@ static __always_inline int ct_create(const struct pkt *p, __u8 dir, __u32 src_id
 	e.src_identity = src_identity;
 	e.policy_id = policy_id;
 	e.lb_nat = lb_nat;
+	e.from_proxy = from_proxy;
 	e.tx_closing = (p->tcp_flags & (TCP_FIN | TCP_RST)) != 0;
 	e.expires_ns = bpf_ktime_get_ns() + ct_lifetime(p, &e);
 	if (bpf_map_update_elem(&trellis_ct, &k, &e, BPF_ANY))

@@ -15,8 +15,12 @@ struct ipcache_key {
 struct ipcache_value {
 	__u32 identity;
 	__u32 flags; /* IPCACHE_F_* */
+	__u32 ep_id; /* local endpoints: the endpoint id (key of its policy map); 0 otherwise */
 };
 #define IPCACHE_F_LOCAL_ENDPOINT 1
+/* A local endpoint whose ingress policy sends some keys through the L7 proxy: a client on this node is redirected
+ * at its own from_container (the only TC ingress hook its packets cross, and bpf_sk_assign works only there). */
+#define IPCACHE_F_L7_INGRESS 2
 
 /* endpoints: host-side veth ifindex -> endpoint. */
 struct endpoint_info {
@@ -30,6 +34,8 @@ struct endpoint_info {
 #define EP_F_AUDIT 4 /* policy drops of this endpoint pass and are reported as AUDIT */
 #define EP_F_DENY_INGRESS 8  /* the policy map has deny entries for ingress (checked even when not enforced) */
 #define EP_F_DENY_EGRESS 16
+#define EP_F_REDIRECT_INGRESS 32 /* the policy map has L7 redirect entries for ingress (looked up even when not enforced) */
+#define EP_F_REDIRECT_EGRESS 64
 
 /* config: node-wide settings, one entry at index 0. */
 struct node_config {
@@ -60,11 +66,16 @@ struct policy_value {
 };
 #define POLICY_F_DENY 1
 #define POLICY_F_REDIRECT 2 /* allowed, through the node's L7 proxy (the policy has HTTP rules for this key) */
+#define POLICY_F_VISIBILITY 4 /* with REDIRECT: for L7 visibility only; where no proxy can take the flow, it passes */
 
 /* skb->mark of a packet handed to the L7 proxy: the node routes it to the local stack (ip rule fwmark
  * MARK_MAGIC_TO_PROXY/MARK_MAGIC_MASK lookup a table with a local default route), as Cilium's TPROXY does. */
 #define MARK_MAGIC_TO_PROXY 0x200
 #define MARK_MAGIC_MASK 0xF00
+/* SO_MARK of the L7 proxy's upstream sockets: the destination's to_container knows the connection was already
+ * checked by the proxy (no second redirect) and remembers it in conntrack, so replies go back to the proxy. The
+ * proxy connects from the client's own address (IP_TRANSPARENT), so the ipcache gives the client's identity. */
+#define MARK_MAGIC_FROM_PROXY 0xA00
 
 /* conntrack: one entry per flow and hook direction. The tuple is the one the
  * first packet carried at that hook; replies are found by the reversed tuple
@@ -89,7 +100,8 @@ struct ct_entry {
 	__u8 rx_closing; /* FIN/RST seen in the reply direction */
 	__u8 seen_reply;
 	__u8 lb_nat; /* the flow was DNATed by the TC load balancer: replies get their source translated back */
-	__u8 pad[4];
+	__u8 from_proxy; /* the L7 proxy's upstream connection: replies are handed to the proxy's socket */
+	__u8 pad[3];
 };
 
 /* Lifetimes (ns), as Cilium's defaults. */

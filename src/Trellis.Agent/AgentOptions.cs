@@ -24,6 +24,9 @@ public sealed record AgentOptions
     /// <see cref="HubbleSocket"/>); null, "" or "off" = the unix socket only. 4244 is Hubble's port.</summary>
     public string? HubbleAddress { get; init; } = Observer.HubbleServer.DefaultAddress;
     public string? HubbleSocketOverride { get; init; }
+    /// <summary>The node's L7 proxy listens on 127.0.0.1:ProxyPort in the node's network namespace; 0 = no proxy
+    /// (flows whose policy has HTTP rules are then refused: fail closed). 15001 is Istio's outbound capture port.</summary>
+    public ushort ProxyPort { get; init; } = 15001;
     public string? StateDirOverride { get; init; }
     public string? PinRootOverride { get; init; }
     public string? SocketOverride { get; init; }

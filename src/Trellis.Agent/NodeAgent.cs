@@ -36,6 +36,9 @@ public sealed class NodeAgent : IDisposable
     private Timer? _ctGc;
     private Timer? _deviceScan;
     private List<DeviceDto> _devices = [];
+    private Proxy.ProxySupervisor? _proxy;
+    private Proxy.L7FlowReceiver? _l7;
+    private string? _proxyPolicyWritten;
 
     public FlowStore Flows { get; }
     /// <summary>How many endpoint policy maps were (re)written: what incremental regeneration saves.</summary>
@@ -84,11 +87,61 @@ public sealed class NodeAgent : IDisposable
         }
 
         _monitor = new FlowMonitor(_dp, Flows, _log);
-        RefreshSnapshot();
+        RefreshSnapshot(); // also writes the proxy's policy file, before the proxy starts
         _monitor.Start();
+        if (_opt.ProxyPort != 0)
+            StartProxy();
         _ctGc = new Timer(_ => CollectConntrack(), null, _opt.ConntrackGcInterval, _opt.ConntrackGcInterval);
         _deviceScan = new Timer(_ => ScanDevices(), null, _opt.DeviceScanInterval, _opt.DeviceScanInterval);
         _log.LogInformation("agent for node {Node} started: {Endpoints} endpoints re-adopted, pod CIDR {Cidr}", _opt.Node, _endpoints.Count, _ipam.Cidr);
+    }
+
+    // --- L7 proxy ---
+
+    private string RunDir => Path.GetDirectoryName(_opt.SocketPath)!;
+    private string ProxyPolicyFile => Path.Combine(RunDir, "proxy", "policy.json");
+
+    /// <summary>Policy routing for redirected packets, the L7 record socket, then the supervised proxy process.</summary>
+    private void StartProxy()
+    {
+        Proxy.ProxyRouting.Ensure();
+        _l7 = new Proxy.L7FlowReceiver(Path.Combine(RunDir, "l7.sock"), Flows, () => _monitor.Snapshot, HasIngressL7, _log);
+        _l7.Start();
+        _proxy = new Proxy.ProxySupervisor(_opt.Node,
+        [
+            "--node", _opt.Node,
+            "--listen", $"127.0.0.1:{_opt.ProxyPort}",
+            "--policy-file", ProxyPolicyFile,
+            "--records-socket", Path.Combine(RunDir, "l7.sock"),
+            "--pin-root", _opt.PinRoot,
+            "--pid-file", Path.Combine(RunDir, "proxy.pid"),
+        ], Path.Combine(RunDir, "proxy.pid"), Path.Combine(RunDir, "proxy.log"), _log);
+        _proxy.Start();
+    }
+
+    // Read by the L7 record thread: a snapshot of the addresses whose ingress rules redirect (no lock needed).
+    private volatile FrozenSet<uint> _ingressL7 = FrozenSet<uint>.Empty;
+    private bool HasIngressL7(uint ipv4) => _ingressL7.Contains(ipv4);
+
+    /// <summary>Writes the proxy's rules (endpoints with HTTP rules) when they changed: temp file, fsync, rename.</summary>
+    private void PublishProxyPolicyLocked()
+    {
+        var l7 = _endpoints.Values.Where(e => e.Installed is { HttpRules.Count: > 0 }).ToList();
+        _ingressL7 = l7.Where(e => e.Installed!.HttpRules.Keys.Any(k => k.Direction == Direction.Ingress))
+            .Select(e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip))).ToFrozenSet();
+        var text = Trellis.Proxy.Node.ProxyPolicyFile.Serialize(l7.Select(e =>
+            new Trellis.Proxy.L7Endpoint(IPAddress.Parse(e.State.Ip), e.State.Identity, e.Installed!)));
+        if (text == _proxyPolicyWritten)
+            return;
+        Directory.CreateDirectory(Path.GetDirectoryName(ProxyPolicyFile)!);
+        var tmp = ProxyPolicyFile + ".tmp";
+        using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write))
+        {
+            f.Write(System.Text.Encoding.UTF8.GetBytes(text));
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, ProxyPolicyFile, overwrite: true);
+        _proxyPolicyWritten = text;
     }
 
     // Re-adoption after a restart: the veth, its programs and the maps are still in the kernel; the new
@@ -255,7 +308,7 @@ public sealed class NodeAgent : IDisposable
             var moved = _endpoints[s.Key] with { State = s };
             _endpoints[s.Key] = moved;
             _dp.UpdateEndpoint(ep.Ifindex, ToInfo(s, FlagsOf(moved)));
-            _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(s.Ip)), id, IpcacheValue.FlagLocalEndpoint);
+            SetEndpointIpcache(moved);
         }
         foreach (var old in moves.Select(m => m.Ep.State.Identity).Distinct())
             ReleaseIdentityIfUnused(old);
@@ -326,6 +379,13 @@ public sealed class NodeAgent : IDisposable
         var key = $"{r.Namespace}/{r.Pod}";
         if (!IPAddress.TryParse(r.Ip, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
             throw AgentException.BadRequest($"endpoint {key}: ip '{r.Ip}' is not an IPv4 address");
+        if (r.ProxyVisibility is { } visibility)
+        {
+            try { ProxyVisibility.Parse(visibility); }
+            catch (FormatException e) { throw AgentException.BadRequest($"endpoint {key}: annotation {ProxyVisibility.Annotation}: {e.Message}"); }
+            if (_opt.ProxyPort == 0)
+                throw AgentException.BadRequest($"endpoint {key}: annotation {ProxyVisibility.Annotation} needs the node's L7 proxy, which this agent runs without (--proxy-port 0)");
+        }
         lock (_gate)
         {
             var nsLabels = NamespaceLabels(r.Namespace);
@@ -352,6 +412,7 @@ public sealed class NodeAgent : IDisposable
                 CgroupPath = r.CgroupPath,
                 Identity = identity,
                 Ports = r.Ports?.ToList() ?? [],
+                ProxyVisibility = r.ProxyVisibility,
             };
             _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
             var rt = new EndpointRuntime(s, ifindex, false, false, "ready");
@@ -504,7 +565,7 @@ public sealed class NodeAgent : IDisposable
         IReadOnlyList<ManifestWarning> warnings;
         try
         {
-            resources = ManifestParser.Parse(r.Yaml, r.FileName, out warnings);
+            resources = ManifestParser.Parse(r.Yaml, r.FileName, new ManifestParserOptions { AllowL7Rules = _opt.ProxyPort != 0 }, out warnings);
         }
         catch (ManifestException e)
         {
@@ -713,30 +774,48 @@ public sealed class NodeAgent : IDisposable
         sources ??= Sources();
         var ports = NamedPorts(ep.State).ToList();
         // Endpoints with the same identity and named ports compile to the same policy: compile once.
-        var cacheKey = $"{ep.State.Identity}|{string.Join(',', ports.Select(p => $"{p.Name}:{p.Port}/{p.Protocol}"))}";
+        var cacheKey = $"{ep.State.Identity}|{string.Join(',', ports.Select(p => $"{p.Name}:{p.Port}/{p.Protocol}"))}|{ep.State.ProxyVisibility}";
         if (shared is null || !shared.TryGetValue(cacheKey, out var compiled))
         {
             compiled = PolicyCompiler.Compile(subject, ports, inputs ?? Inputs(), sources);
+            if (ep.State.ProxyVisibility is { } visibility)
+                compiled = ProxyVisibility.Apply(compiled, ProxyVisibility.Parse(visibility));
             if (shared is not null) shared[cacheKey] = compiled;
         }
         bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
-            && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value);
+            && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value)
+            && SameHttpRules(old, compiled);
         if (!unchanged || attach)
         {
             PolicyMapWrites++;
             // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
             _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
                 e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
-                e.Key.Port, e.Key.EndPort, e.Value.PolicyId, e.Value.Deny)));
+                e.Key.Port, e.Key.EndPort, e.Value.PolicyId, e.Value.Deny, compiled.Redirects(e.Key), compiled.VisibilityOnly.Contains(e.Key))));
         }
         var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
         if (attach)
-            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity);
+            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity, IngressL7(compiled));
         else if (!unchanged)
+        {
             _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)));
+            // Clients on this node look at this flag to send connections to the proxy for this endpoint's ingress rules.
+            if (ep.Installed is null || IngressL7(ep.Installed) != IngressL7(compiled))
+                SetEndpointIpcache(updated);
+        }
         _endpoints[ep.State.Key] = updated;
         return compiled;
     }
+
+    private static bool IngressL7(EndpointPolicy p) => p.HttpRules.Keys.Any(k => k.Direction == Direction.Ingress);
+
+    private static bool SameHttpRules(EndpointPolicy a, EndpointPolicy b) =>
+        a.HttpRules.Count == b.HttpRules.Count
+        && a.HttpRules.All(kv => b.HttpRules.TryGetValue(kv.Key, out var rules) && rules.SequenceEqual(kv.Value));
+
+    private void SetEndpointIpcache(EndpointRuntime e) =>
+        _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)), e.State.Identity,
+            IpcacheValue.FlagLocalEndpoint | (e.Installed is { } p && IngressL7(p) ? IpcacheValue.FlagL7Ingress : 0), e.State.Id);
 
     private List<CompiledPolicySource> Sources() => _policies.All.Select(p => new CompiledPolicySource(p.Stored.Id, p.Resource)).ToList();
 
@@ -744,7 +823,9 @@ public sealed class NodeAgent : IDisposable
         (e.IngressEnforced ? EndpointInfo.FlagEnforceIngress : 0) | (e.EgressEnforced ? EndpointInfo.FlagEnforceEgress : 0)
         | (e.State.PolicyAuditMode ? EndpointInfo.FlagAudit : 0)
         | (HasDeny(e, Direction.Ingress) ? EndpointInfo.FlagDenyIngress : 0)
-        | (HasDeny(e, Direction.Egress) ? EndpointInfo.FlagDenyEgress : 0);
+        | (HasDeny(e, Direction.Egress) ? EndpointInfo.FlagDenyEgress : 0)
+        | (e.Installed is { } p && p.HttpRules.Keys.Any(k => k.Direction == Direction.Ingress) ? EndpointInfo.FlagRedirectIngress : 0)
+        | (e.Installed is { } q && q.HttpRules.Keys.Any(k => k.Direction == Direction.Egress) ? EndpointInfo.FlagRedirectEgress : 0);
 
     private static bool HasDeny(EndpointRuntime e, Direction d) =>
         e.Installed?.Entries.Any(kv => kv.Value.Deny && kv.Key.Direction == d) ?? false;
@@ -765,7 +846,8 @@ public sealed class NodeAgent : IDisposable
     }
 
     private void ApplyNodeConfig() =>
-        _dp.SetNodeConfig(audit: _store.Get("config/policy-audit-mode") == "true", flowEvents: _store.Get("config/flow-events") != "false");
+        _dp.SetNodeConfig(audit: _store.Get("config/policy-audit-mode") == "true", flowEvents: _store.Get("config/flow-events") != "false",
+            proxyPort: _opt.ProxyPort);
 
     public ConfigDto Config() => new(_dp.AuditMode, _dp.FlowEvents);
 
@@ -793,6 +875,7 @@ public sealed class NodeAgent : IDisposable
     private void RefreshSnapshotLocked()
     {
         if (_monitor is null) return;
+        PublishProxyPolicyLocked();
         {
             var byIp = _endpoints.Values.ToFrozenDictionary(
                 e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)),
@@ -907,6 +990,8 @@ public sealed class NodeAgent : IDisposable
 
     public void Dispose()
     {
+        _proxy?.Dispose(); // the proxy keeps running: the next agent adopts it
+        _l7?.Dispose();
         _ctGc?.Dispose();
         _deviceScan?.Dispose();
         _monitor?.Dispose();

@@ -57,7 +57,8 @@ public sealed record CreateEndpointRequest(
     string Ifname,
     string NetnsPath,
     string CgroupPath,
-    IReadOnlyList<ContainerPortDto>? Ports = null);
+    IReadOnlyList<ContainerPortDto>? Ports = null,
+    string? ProxyVisibility = null); // the pod's policy.cilium.io/proxy-visibility annotation
 
 public sealed record EndpointDto(
     uint Id,

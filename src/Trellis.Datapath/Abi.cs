@@ -79,12 +79,15 @@ public struct IpcacheKey
     public static IpcacheKey Host(uint addrNetworkOrder) => new() { PrefixLen = 32, Addr = addrNetworkOrder };
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 8)]
+[StructLayout(LayoutKind.Explicit, Size = 12)]
 public struct IpcacheValue
 {
     public const uint FlagLocalEndpoint = 1;
+    /// <summary>The local endpoint's ingress policy redirects some keys to the L7 proxy.</summary>
+    public const uint FlagL7Ingress = 2;
     [FieldOffset(0)] public uint Identity;
     [FieldOffset(4)] public uint Flags;
+    [FieldOffset(8)] public uint EndpointId; // local endpoints only
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 16)]
@@ -95,6 +98,9 @@ public struct EndpointInfo
     public const uint FlagAudit = 4;
     public const uint FlagDenyIngress = 8;
     public const uint FlagDenyEgress = 16;
+    /// <summary>The policy map has L7 redirect entries for ingress: looked up even when ingress is not enforced.</summary>
+    public const uint FlagRedirectIngress = 32;
+    public const uint FlagRedirectEgress = 64;
     [FieldOffset(0)] public uint EndpointId;
     [FieldOffset(4)] public uint Identity;
     [FieldOffset(8)] public uint Ipv4; // network byte order
@@ -132,6 +138,8 @@ public struct PolicyValue
     public const uint FlagDeny = 1;
     /// <summary>Allowed through the node's L7 proxy (the key has HTTP rules).</summary>
     public const uint FlagRedirect = 2;
+    /// <summary>With <see cref="FlagRedirect"/>: L7 visibility only (no proxy path = the flow passes unobserved).</summary>
+    public const uint FlagVisibility = 4;
     [FieldOffset(0)] public uint PolicyId;
     [FieldOffset(4)] public uint Flags;
 }
@@ -160,6 +168,7 @@ public struct CtEntry
     [FieldOffset(33)] public byte RxClosing;
     [FieldOffset(34)] public byte SeenReply;
     [FieldOffset(35)] public byte LbNat;
+    [FieldOffset(36)] public byte FromProxy;
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 64)]
@@ -301,6 +310,18 @@ public static class Counters
     public const uint LbNoBackend = 5;
     public const uint LbNat = 6;
     public const uint Max = 8;
+}
+
+/// <summary>skb marks shared by the datapath, the node's policy routing and the L7 proxy's sockets (bpf/lib/maps.h).</summary>
+public static class ProxyMarks
+{
+    /// <summary>Set by the datapath on packets handed to the proxy; the node routes them locally.</summary>
+    public const uint ToProxy = 0x200;
+    /// <summary>SO_MARK of the proxy's upstream sockets.</summary>
+    public const uint FromProxy = 0xA00;
+    public const uint Mask = 0xF00;
+    /// <summary>The policy routing table with the local default route for <see cref="ToProxy"/> packets (Cilium uses the same number).</summary>
+    public const int RouteTable = 2004;
 }
 
 /// <summary>Map and program names as declared in bpf/.</summary>

@@ -121,10 +121,15 @@ public sealed class NodeDatapath : IDisposable
 
     /// <summary>Puts the endpoint in the maps and (re)attaches both programs to its host-side veth.
     /// The endpoint entry goes in first: a program without one drops (fail closed).</summary>
-    public void AttachEndpoint(int ifindex, EndpointInfo info, uint ipcacheIdentity)
+    public void AttachEndpoint(int ifindex, EndpointInfo info, uint ipcacheIdentity, bool l7Ingress = false)
     {
         Endpoints.Update((uint)ifindex, info);
-        Ipcache.Update(IpcacheKey.Host(info.Ipv4), new IpcacheValue { Identity = ipcacheIdentity, Flags = IpcacheValue.FlagLocalEndpoint });
+        Ipcache.Update(IpcacheKey.Host(info.Ipv4), new IpcacheValue
+        {
+            Identity = ipcacheIdentity,
+            Flags = IpcacheValue.FlagLocalEndpoint | (l7Ingress ? IpcacheValue.FlagL7Ingress : 0),
+            EndpointId = info.EndpointId,
+        });
         Tc.Attach(ifindex, TcAttachPoint.Ingress, FromContainer);
         Tc.Attach(ifindex, TcAttachPoint.Egress, ToContainer);
     }
@@ -143,8 +148,8 @@ public sealed class NodeDatapath : IDisposable
         lock (_policyGate) Policy.Delete(endpointId);
     }
 
-    public void SetIpcache(uint ipv4, uint identity, uint flags = 0) =>
-        Ipcache.Update(IpcacheKey.Host(ipv4), new IpcacheValue { Identity = identity, Flags = flags });
+    public void SetIpcache(uint ipv4, uint identity, uint flags = 0, uint endpointId = 0) =>
+        Ipcache.Update(IpcacheKey.Host(ipv4), new IpcacheValue { Identity = identity, Flags = flags, EndpointId = endpointId });
 
     // --- policy ---
 
@@ -175,6 +180,7 @@ public sealed class NodeDatapath : IDisposable
         });
 
     public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents, ProxyPort);
+
 
     /// <summary>The node's L7 proxy port (127.0.0.1), 0 when none is configured.</summary>
     public ushort ProxyPort => Config.TryLookup(0u, out NodeConfig c) ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(c.ProxyPortBe) : (ushort)0;

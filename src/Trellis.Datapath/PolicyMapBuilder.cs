@@ -2,8 +2,9 @@ namespace Trellis.Datapath;
 
 /// <summary>One policy statement before it is laid out for the kernel. Port..EndPort inclusive
 /// (any port = 0..65535; for ICMP the range is of ICMP types); Proto 0 = any protocol;
-/// Identity 0 = any peer.</summary>
-public readonly record struct PolicyStatement(uint Identity, TrafficDirection Direction, byte Proto, ushort Port, ushort EndPort, uint PolicyId, bool Deny);
+/// Identity 0 = any peer. Redirect: allowed through the node's L7 proxy (the key has HTTP rules).</summary>
+public readonly record struct PolicyStatement(uint Identity, TrafficDirection Direction, byte Proto, ushort Port, ushort EndPort, uint PolicyId, bool Deny,
+    bool Redirect = false, bool Visibility = false);
 
 /// <summary>Lays policy statements out as longest-prefix-match keys of an endpoint's policy map.
 /// The datapath does two lookups, one for the peer's identity and one for identity 0, and a deny
@@ -25,10 +26,13 @@ public static class PolicyMapBuilder
                 throw new ArgumentException($"policy statement port range {s.Port}-{s.EndPort} is empty");
             foreach (var k in Blocks(s))
             {
-                var v = new PolicyValue { PolicyId = s.PolicyId, Flags = s.Deny ? PolicyValue.FlagDeny : 0 };
-                // Same key twice: a deny beats an allow; between equals the first policy keeps it.
+                var v = new PolicyValue { PolicyId = s.PolicyId, Flags = s.Deny ? PolicyValue.FlagDeny : RedirectFlags(s) };
+                // Same key twice: a deny beats an allow; between allows a redirect keeps its flag (the compiler decides
+                // per key whether L7 applies); between equals the first policy keeps it.
                 if (!keys.TryGetValue(k, out var old) || (s.Deny && (old.Flags & PolicyValue.FlagDeny) == 0))
                     keys[k] = v;
+                else if (!s.Deny && s.Redirect && (old.Flags & (PolicyValue.FlagDeny | PolicyValue.FlagRedirect)) == 0)
+                    keys[k] = old with { Flags = RedirectFlags(s) };
             }
         }
         var denies = keys.Where(kv => (kv.Value.Flags & PolicyValue.FlagDeny) != 0).Select(kv => kv.Key).ToList();
@@ -38,6 +42,9 @@ public static class PolicyMapBuilder
                 keys.Remove(k);
         return keys;
     }
+
+    private static uint RedirectFlags(PolicyStatement s) =>
+        !s.Redirect ? 0 : PolicyValue.FlagRedirect | (s.Visibility ? PolicyValue.FlagVisibility : 0);
 
     /// <summary>The LPM keys of one statement: a port range is split into aligned power-of-two blocks.</summary>
     public static IEnumerable<PolicyKey> Blocks(PolicyStatement s)

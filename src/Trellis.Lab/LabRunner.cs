@@ -203,7 +203,7 @@ public sealed class LabRunner(LabOptions options)
             .Select(p => new ContainerPortDto(p.Name, p.Port, p.Protocol.ToString().ToUpperInvariant())).ToList();
         // The endpoint (and its policy) exists before the pod's program starts: no unpoliced first packet.
         await agent.PutEndpointAsync(new CreateEndpointRequest(pod.Namespace!, pod.Name, pod.Labels.ToDictionary(), ip, lxc,
-            Naming.NetnsPath(netns), cg, ports), ct);
+            Naming.NetnsPath(netns), cg, ports, pod.ProxyVisibility), ct);
 
         foreach (var c in pod.Containers.Where(c => c.Command.Count > 0))
             StartDetached(Naming.NetnsPath(netns), cg, Naming.PodLog(options.Node, pod.Namespace!, pod.Name), c.Command);
@@ -283,6 +283,7 @@ public sealed class LabRunner(LabOptions options)
             Cgroups.KillAndRemove(dir);
         }
         StopAgent(node, progress);
+        StopProxy(node, progress);
         var prefix = Naming.PodNetnsPrefix(node);
         if (Directory.Exists(Naming.NetnsDir))
             foreach (var f in Directory.EnumerateFiles(Naming.NetnsDir).Select(Path.GetFileName).Where(n => n!.StartsWith(prefix, StringComparison.Ordinal)))
@@ -319,6 +320,30 @@ public sealed class LabRunner(LabOptions options)
         {
             if (!IsAgent(pid, node)) return; // the pid was reused by something else
             progress?.Invoke($"stopping agent (pid {pid})");
+            Shell.Run("kill", ["-TERM", pid.ToString()], check: false);
+            if (!proc.WaitForExit(5000))
+                proc.Kill();
+            proc.WaitForExit(5000);
+        }
+    }
+
+    /// <summary>The node's L7 proxy outlives the agent on purpose (it keeps enforcing while the agent restarts).</summary>
+    private static void StopProxy(string node, Action<string>? progress)
+    {
+        var pidFile = Path.Combine(AgentPaths.RunDir(node), "proxy.pid");
+        if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid)) return;
+        Process proc;
+        try { proc = Process.GetProcessById(pid); }
+        catch (ArgumentException) { return; }
+        using (proc)
+        {
+            try
+            {
+                var argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+                if (!argv.Any(a => a.EndsWith("trellis-proxy", StringComparison.Ordinal)) || !argv.Contains(node)) return;
+            }
+            catch (IOException) { return; }
+            progress?.Invoke($"stopping L7 proxy (pid {pid})");
             Shell.Run("kill", ["-TERM", pid.ToString()], check: false);
             if (!proc.WaitForExit(5000))
                 proc.Kill();

@@ -29,7 +29,10 @@ internal sealed class ConnectionMiddleware(
 
     public async Task OnConnectionAsync(ConnectionContext connection)
     {
-        if (connection.LocalEndPoint is not IPEndPoint local
+        // The accepted socket's own address: for a connection the datapath assigned, the original destination.
+        var socket = connection.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket;
+        var actualLocal = socket is null ? null : TransparentSockets.LocalEndPointOf(socket);
+        if ((actualLocal ?? connection.LocalEndPoint) is not IPEndPoint local
             || connection.RemoteEndPoint is not IPEndPoint remote
             || !resolver.TryResolve(local, remote, out var original))
         {

@@ -11,7 +11,7 @@ internal sealed class ForwardingHandler
     private static readonly byte[] AccessDenied = "Access denied\r\n"u8.ToArray();
 
     private readonly IHttpForwarder _forwarder;
-    private readonly HttpMessageInvoker _invoker;
+    private readonly UpstreamPool _upstreams;
     private readonly IL7Policy _policy;
     private readonly Action<L7Record>? _onRecord;
     private readonly TimeProvider _time;
@@ -21,10 +21,10 @@ internal sealed class ForwardingHandler
     private readonly ForwarderRequestConfig _http2;
 
     public ForwardingHandler(
-        IHttpForwarder forwarder, HttpMessageInvoker invoker, IL7Policy policy, Action<L7Record>? onRecord, ProxyOptions options)
+        IHttpForwarder forwarder, UpstreamPool upstreams, IL7Policy policy, Action<L7Record>? onRecord, ProxyOptions options)
     {
         _forwarder = forwarder;
-        _invoker = invoker;
+        _upstreams = upstreams;
         _policy = policy;
         _onRecord = onRecord;
         _time = options.TimeProvider;
@@ -72,8 +72,12 @@ internal sealed class ForwardingHandler
         }
 
         var config = HttpProtocol.IsHttp2(request.Protocol) ? _http2 : _http1;
-        var error = await _forwarder.SendAsync(context, connection.DestinationPrefix, _invoker, config, PreservingTransformer.Instance)
-            .ConfigureAwait(false);
+        ForwarderError error;
+        using (var upstream = _upstreams.Acquire(connection.UpstreamSource))
+        {
+            error = await _forwarder.SendAsync(context, connection.DestinationPrefix, upstream.Invoker, config, PreservingTransformer.Instance)
+                .ConfigureAwait(false);
+        }
 
         if (error == ForwarderError.None)
         {

@@ -17,13 +17,13 @@ namespace Trellis.Proxy;
 public sealed class L7Proxy : IAsyncDisposable
 {
     private readonly WebApplication _app;
-    private readonly HttpMessageInvoker _invoker;
+    private readonly UpstreamPool _upstreams;
     private int _disposed;
 
-    private L7Proxy(WebApplication app, HttpMessageInvoker invoker, IReadOnlyList<IPEndPoint> listenEndPoints)
+    private L7Proxy(WebApplication app, UpstreamPool upstreams, IReadOnlyList<IPEndPoint> listenEndPoints)
     {
         _app = app;
-        _invoker = invoker;
+        _upstreams = upstreams;
         ListenEndPoints = listenEndPoints;
     }
 
@@ -81,24 +81,16 @@ public sealed class L7Proxy : IAsyncDisposable
             }
         });
 
-        var invoker = new HttpMessageInvoker(new SocketsHttpHandler
-        {
-            UseProxy = false,
-            AllowAutoRedirect = false,
-            AutomaticDecompression = DecompressionMethods.None,
-            UseCookies = false,
-            EnableMultipleHttp2Connections = true,
-            ActivityHeadersPropagator = null,
-            ConnectTimeout = options.UpstreamConnectTimeout,
-            PooledConnectionIdleTimeout = options.UpstreamIdleTimeout,
-        });
+        builder.WebHost.UseSockets(sockets =>
+            sockets.CreateBoundListenSocket = endPoint => TransparentSockets.CreateListener(endPoint, options.Transparent));
+        var upstreams = new UpstreamPool(options);
 
         WebApplication? app = null;
         try
         {
             app = builder.Build();
             var handler = new ForwardingHandler(
-                app.Services.GetRequiredService<IHttpForwarder>(), invoker, policy, onRecord, options);
+                app.Services.GetRequiredService<IHttpForwarder>(), upstreams, policy, onRecord, options);
             app.Run(handler.InvokeAsync);
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
 
@@ -107,7 +99,7 @@ public sealed class L7Proxy : IAsyncDisposable
             {
                 bound[i] = listeners[i].IPEndPoint!;
             }
-            return new L7Proxy(app, invoker, bound);
+            return new L7Proxy(app, upstreams, bound);
         }
         catch
         {
@@ -115,7 +107,7 @@ public sealed class L7Proxy : IAsyncDisposable
             {
                 await app.DisposeAsync().ConfigureAwait(false);
             }
-            invoker.Dispose();
+            upstreams.Dispose();
             throw;
         }
     }
@@ -137,7 +129,7 @@ public sealed class L7Proxy : IAsyncDisposable
         finally
         {
             await _app.DisposeAsync().ConfigureAwait(false);
-            _invoker.Dispose();
+            _upstreams.Dispose();
         }
     }
 }

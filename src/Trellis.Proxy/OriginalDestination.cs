@@ -6,7 +6,14 @@ namespace Trellis.Proxy;
 /// <summary>Where a redirected connection was going, and who opened it.</summary>
 /// <param name="Destination">The ip:port the client connected to before the datapath redirected it.</param>
 /// <param name="ClientIdentity">The client's numeric security identity (0 = unknown).</param>
-public sealed record OriginalDestination(IPEndPoint Destination, uint ClientIdentity);
+public sealed record OriginalDestination(IPEndPoint Destination, uint ClientIdentity)
+{
+    /// <summary>
+    /// The address the proxy connects to the destination from (IP_TRANSPARENT bind): the client's own, so the server
+    /// and its policy see the real client. Null = the node's own address (the kernel picks).
+    /// </summary>
+    public IPAddress? UpstreamSource { get; init; }
+}
 
 /// <summary>
 /// Recovers a connection's original destination from the accepted socket's endpoints. Called once per client

@@ -1,99 +1,70 @@
-using System.Globalization;
 using System.Net;
+using Trellis.Proxy.Node;
 
 namespace Trellis.Proxy;
 
 /// <summary>
-/// `trellis-proxy --listen 127.0.0.1:15001 --to 10.200.0.3:8080 [--identity 1234] [--deny-path-prefix /admin]`:
-/// the proxy as a process, with a static original destination (no datapath redirection yet). Prints one line per request.
+/// `trellis-proxy`: the node-local L7 proxy process. The agent starts and supervises it (one per node); it is not
+/// meant to be started by hand, but can be for debugging.
 /// </summary>
 internal static class Program
 {
     private const string Usage =
-        "usage: trellis-proxy --listen IP:PORT [--listen IP:PORT ...] --to IP:PORT [--identity N] [--deny-path-prefix PREFIX ...]\n" +
-        "example: trellis-proxy --listen 127.0.0.1:15001 --to 127.0.0.1:8080 --deny-path-prefix /admin";
+        "usage: trellis-proxy --node NAME --policy-file FILE --records-socket PATH --pin-root DIR [--listen IP:PORT] [--pid-file FILE]\n" +
+        "Started by `trellis agent` (one per node); runs in the node's network namespace, as root.\n" +
+        "example: trellis-proxy --node lab --listen 127.0.0.1:15001 --policy-file /run/trellis/lab/proxy/policy.json \\\n" +
+        "           --records-socket /run/trellis/lab/l7.sock --pin-root /sys/fs/bpf/trellis/lab";
 
     private static async Task<int> Main(string[] args)
     {
-        var listen = new List<IPEndPoint>();
-        var deny = new List<string>();
-        IPEndPoint? to = null;
-        uint identity = 0;
+        string? node = null, policy = null, records = null, pinRoot = null, pidFile = null;
+        var listen = new IPEndPoint(IPAddress.Loopback, 15001);
         for (var i = 0; i < args.Length; i++)
         {
             var value = i + 1 < args.Length ? args[i + 1] : null;
             switch (args[i])
             {
-                case "--listen" when value is not null && IPEndPoint.TryParse(value, out var l):
-                    listen.Add(l);
-                    i++;
-                    break;
-                case "--to" when value is not null && IPEndPoint.TryParse(value, out var t):
-                    to = t;
-                    i++;
-                    break;
-                case "--identity" when value is not null && uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n):
-                    identity = n;
-                    i++;
-                    break;
-                case "--deny-path-prefix" when value is not null:
-                    deny.Add(value);
-                    i++;
-                    break;
                 case "-h" or "--help":
                     Console.WriteLine(Usage);
                     return 0;
+                case "--listen" when value is not null && IPEndPoint.TryParse(value, out var l):
+                    listen = l;
+                    break;
+                case "--node" when value is not null:
+                    node = value;
+                    break;
+                case "--policy-file" when value is not null:
+                    policy = value;
+                    break;
+                case "--records-socket" when value is not null:
+                    records = value;
+                    break;
+                case "--pin-root" when value is not null:
+                    pinRoot = value;
+                    break;
+                case "--pid-file" when value is not null:
+                    pidFile = value;
+                    break;
                 default:
                     Console.Error.WriteLine($"trellis-proxy: bad argument '{args[i]}'{(value is null ? "" : $" '{value}'")}.\n{Usage}");
                     return 2;
             }
+            i++;
         }
-        if (listen.Count == 0 || to is null)
+        if (node is null || policy is null || records is null || pinRoot is null)
         {
-            Console.Error.WriteLine($"trellis-proxy: --listen and --to are required.\n{Usage}");
+            Console.Error.WriteLine($"trellis-proxy: --node, --policy-file, --records-socket and --pin-root are required.\n{Usage}");
             return 2;
         }
-
-        var resolver = new StaticOriginalDestinationResolver { Default = new OriginalDestination(to, identity) };
-        using var stop = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
-        {
-            e.Cancel = true;
-            stop.Cancel();
-        };
-
-        await using var proxy = await L7Proxy.StartAsync(
-            new ProxyOptions { Listen = listen }, resolver, new PathPrefixDenyPolicy(deny.ToArray()), Print, cancellationToken: stop.Token);
-        foreach (var endPoint in proxy.ListenEndPoints)
-        {
-            Console.WriteLine($"listening on {endPoint}, forwarding to {to}");
-        }
+        using var stop = NodeProxy.StopOnSignals();
         try
         {
-            await Task.Delay(Timeout.Infinite, stop.Token);
+            return await NodeProxy.RunAsync(new NodeProxyOptions(node, listen, policy, records, pinRoot, pidFile), stop.Token);
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (e is IOException or Trellis.Bpf.BpfException or System.Net.Sockets.SocketException)
         {
-        }
-        return 0;
-    }
-
-    private static void Print(L7Record r) =>
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{r.Time:O} {r.Source} -> {r.Destination} id={r.ClientIdentity} {r.Protocol} {r.Method} {r.Url} {r.StatusCode} {r.Latency.TotalMilliseconds:F1}ms {r.Verdict.ToString().ToUpperInvariant()}{(r.Reason is null ? "" : " (" + r.Reason + ")")}"));
-
-    private sealed class PathPrefixDenyPolicy(string[] prefixes) : IL7Policy
-    {
-        public Decision Check(L7Request request)
-        {
-            foreach (var prefix in prefixes)
-            {
-                if (request.Path.StartsWith(prefix, StringComparison.Ordinal))
-                {
-                    return Decision.Deny();
-                }
-            }
-            return Decision.Allow;
+            Console.Error.WriteLine($"trellis-proxy: {e.Message}");
+            return 1;
         }
     }
 }

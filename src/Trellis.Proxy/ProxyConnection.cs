@@ -11,6 +11,9 @@ internal sealed class ProxyConnection(IPEndPoint client, OriginalDestination ori
 
     public uint ClientIdentity { get; } = original.ClientIdentity;
 
+    /// <summary>Where the upstream connection comes from (<see cref="OriginalDestination.UpstreamSource"/>).</summary>
+    public IPAddress? UpstreamSource { get; } = original.UpstreamSource;
+
     /// <summary>"http://ip:port" — YARP's destination prefix, built once per connection, not per request.</summary>
     public string DestinationPrefix { get; } = "http://" + original.Destination.ToString();
 }

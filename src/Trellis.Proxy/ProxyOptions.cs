@@ -23,6 +23,15 @@ public sealed class ProxyOptions
     /// <summary>Idle pooled upstream connections are closed after this long.</summary>
     public TimeSpan UpstreamIdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// Listener sockets get IP_TRANSPARENT (needs CAP_NET_ADMIN): the datapath hands them connections addressed to
+    /// other hosts (bpf_sk_assign), which are accepted with the original destination as their local address.
+    /// </summary>
+    public bool Transparent { get; init; }
+
+    /// <summary>SO_MARK of upstream sockets (0 = none): tells the datapath a connection comes from the proxy.</summary>
+    public uint UpstreamMark { get; init; }
+
     /// <summary>Clock for record timestamps and latencies.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 }

@@ -22,7 +22,7 @@ public sealed class AbiLayoutTests : IDisposable
     private static readonly Dictionary<string, (Type Mirror, Dictionary<string, string> Fields)> Structs = new()
     {
         ["ipcache_key"] = (typeof(IpcacheKey), new() { ["PrefixLen"] = "prefixlen", ["Addr"] = "addr" }),
-        ["ipcache_value"] = (typeof(IpcacheValue), new() { ["Identity"] = "identity", ["Flags"] = "flags" }),
+        ["ipcache_value"] = (typeof(IpcacheValue), new() { ["Identity"] = "identity", ["Flags"] = "flags", ["EndpointId"] = "ep_id" }),
         ["endpoint_info"] = (typeof(EndpointInfo), new()
         {
             ["EndpointId"] = "ep_id", ["Identity"] = "identity", ["Ipv4"] = "ipv4", ["Flags"] = "flags",
@@ -48,7 +48,7 @@ public sealed class AbiLayoutTests : IDisposable
         {
             ["ExpiresNs"] = "expires_ns", ["Packets"] = "packets", ["Bytes"] = "bytes", ["SrcIdentity"] = "src_identity",
             ["PolicyId"] = "policy_id", ["TxClosing"] = "tx_closing", ["RxClosing"] = "rx_closing", ["SeenReply"] = "seen_reply",
-            ["LbNat"] = "lb_nat",
+            ["LbNat"] = "lb_nat", ["FromProxy"] = "from_proxy",
         }),
         ["flow_event"] = (typeof(FlowEvent), new()
         {
@@ -157,6 +157,13 @@ public sealed class AbiLayoutTests : IDisposable
         Same(d, "CONFIG_F_AUDIT", NodeConfig.FlagAudit);
         Same(d, "CONFIG_F_NO_FLOW_EVENTS", NodeConfig.FlagNoFlowEvents);
         Same(d, "POLICY_F_REDIRECT", PolicyValue.FlagRedirect);
+        Same(d, "IPCACHE_F_L7_INGRESS", IpcacheValue.FlagL7Ingress);
+        Same(d, "POLICY_F_VISIBILITY", PolicyValue.FlagVisibility);
+        Same(d, "EP_F_REDIRECT_INGRESS", EndpointInfo.FlagRedirectIngress);
+        Same(d, "EP_F_REDIRECT_EGRESS", EndpointInfo.FlagRedirectEgress);
+        Same(d, "MARK_MAGIC_TO_PROXY", ProxyMarks.ToProxy);
+        Same(d, "MARK_MAGIC_FROM_PROXY", ProxyMarks.FromProxy);
+        Same(d, "MARK_MAGIC_MASK", ProxyMarks.Mask);
     }
 
     private static void Same(Dictionary<string, ulong> defines, string name, ulong mirror)

@@ -28,48 +28,50 @@ public sealed class ProcessTests
     }
 
     [Fact]
-    public async Task Trellis_proxy_process_forwards_and_denies_by_path_prefix()
+    public async Task Trellis_proxy_process_refuses_bad_arguments_and_a_missing_datapath_with_clear_errors()
     {
-        await using var upstream = await Upstream.StartAsync(context => context.Response.WriteAsync("hi"));
-        var dll = Path.Combine(AppContext.BaseDirectory, "trellis-proxy.dll");
+        var bad = await RunProxyAsync("--listen", "nonsense");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("bad argument '--listen' 'nonsense'", bad.Stderr, StringComparison.Ordinal);
+
+        var missing = await RunProxyAsync("--node", "x");
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("--policy-file, --records-socket and --pin-root are required", missing.Stderr, StringComparison.Ordinal);
+
+        var dir = Directory.CreateTempSubdirectory("trellis-proxy-test-");
+        try
+        {
+            var noMaps = await RunProxyAsync("--node", "x", "--listen", "127.0.0.1:0", "--policy-file", Path.Combine(dir.FullName, "p.json"),
+                "--records-socket", Path.Combine(dir.FullName, "r.sock"), "--pin-root", Path.Combine(dir.FullName, "no-such-pins"));
+            Assert.Equal(1, noMaps.ExitCode);
+            Assert.Contains("no-such-pins/trellis_ipcache", noMaps.Stderr, StringComparison.Ordinal);
+
+            var help = await RunProxyAsync("--help");
+            Assert.Equal(0, help.ExitCode);
+            Assert.Contains("example: trellis-proxy", help.Stdout, StringComparison.Ordinal);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunProxyAsync(params string[] args)
+    {
         var start = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[] { dll, "--listen", "127.0.0.1:0", "--to", upstream.EndPoint.ToString(), "--identity", "7", "--deny-path-prefix", "/admin" })
-        {
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "trellis-proxy.dll"));
+        foreach (var arg in args)
             start.ArgumentList.Add(arg);
-        }
         using var process = Process.Start(start)!;
-        try
-        {
-            var banner = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
-            Assert.NotNull(banner);
-            Assert.StartsWith("listening on 127.0.0.1:", banner, StringComparison.Ordinal);
-            var listen = IPEndPoint.Parse(banner["listening on ".Length..banner.IndexOf(',', StringComparison.Ordinal)]);
-
-            var ok = await CurlAsync("--http1.1", new Uri($"http://{listen}/x"));
-            var denied = await CurlAsync("--http1.1", new Uri($"http://{listen}/admin/x"));
-            var line1 = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            var line2 = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30));
-
-            Assert.Equal((0, "hi|1.1 200"), ok);
-            Assert.Equal((0, "Access denied\r\n|1.1 403"), denied);
-            Assert.Contains("id=7 HTTP/1.1 GET http://" + listen + "/x 200", line1, StringComparison.Ordinal);
-            Assert.EndsWith("FORWARDED", line1, StringComparison.Ordinal);
-            Assert.Contains("/admin/x 403", line2, StringComparison.Ordinal);
-            Assert.EndsWith("DROPPED (L7 policy denied)", line2, StringComparison.Ordinal);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill();
-            }
-            await process.WaitForExitAsync();
-        }
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return (process.ExitCode, await stdout, await stderr);
     }
 
     [Fact]

@@ -18,6 +18,8 @@ public sealed record EndpointState
     /// <summary>Set when the pod is being deleted: its service backends take no new connections (open ones go
     /// on) until the endpoint is removed.</summary>
     public DateTimeOffset? TerminatingSince { get; init; }
+    /// <summary>The pod's policy.cilium.io/proxy-visibility annotation (validated), or null.</summary>
+    public string? ProxyVisibility { get; init; }
 
     public string Key => $"{Namespace}/{Pod}";
 }

@@ -27,7 +27,8 @@ public static class FlowConverter
             f.Policy?.Name,
             f.Policy?.Namespace,
             (int)e.PktLen,
-            f.Service);
+            f.Service,
+            f.L7);
     }
 
     public static MonitorEventDto ToMonitor(in StoredFlow f)

@@ -9,7 +9,11 @@ public sealed record EndpointRef(string Namespace, string Pod, IReadOnlyList<str
 public sealed record PolicyRef(string Name, string? Namespace);
 
 public readonly record struct StoredFlow(FlowEvent Raw, DateTimeOffset Time, EndpointRef? Source, EndpointRef? Destination,
-    IReadOnlyList<string>? SourceLabels, IReadOnlyList<string>? DestinationLabels, PolicyRef? Policy, string? Service = null);
+    IReadOnlyList<string>? SourceLabels, IReadOnlyList<string>? DestinationLabels, PolicyRef? Policy, string? Service = null)
+{
+    /// <summary>The proxy's HTTP record, for an L7 flow; null for the kernel's L3/L4 flows.</summary>
+    public Trellis.Api.L7RecordDto? L7 { get; init; }
+}
 
 /// <summary>A bounded ring of recent flows plus live subscribers (follow). Nothing is dropped silently:
 /// overwritten flows and flows a slow subscriber missed are counted.</summary>

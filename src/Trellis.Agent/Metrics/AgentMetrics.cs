@@ -56,9 +56,7 @@ public sealed class AgentMetrics
     private readonly Counter _eventsLost, _eventsReceived, _policyMapWrites, _packets, _lbTranslations, _lbNoBackend, _lbNat;
     private readonly Counter _progRunSeconds, _progRuns;
 
-    /// <summary>The Hubble HTTP metric families. Only an L7 proxy sees HTTP requests and Trellis has none yet
-    /// (issue 6): the families are declared now so dashboards and alerts can use stable names, and they stay
-    /// empty (no series) until L7 flows exist. Nothing here invents values.</summary>
+    /// <summary>The Hubble HTTP metric families, from the node proxy's L7 flows (one per request).</summary>
     public Counter HttpRequests { get; }
     public Histogram HttpRequestDuration { get; }
 
@@ -90,10 +88,10 @@ public sealed class AgentMetrics
             _tcpFlags[i] = tcpFlags.WithLabels(TcpFlagNames[i], "IPv4");
 
         HttpRequests = f.CreateCounter("hubble_http_requests_total",
-            "HTTP requests, by method, protocol, status, reporter and workloads. Filled by the L7 proxy (not built yet: stays empty)",
+            "HTTP requests seen by the node's L7 proxy, by method, protocol, status, reporter (server: the destination's ingress rules sent it to the proxy; client: the source's egress rules) and workloads (namespace/pod)",
             "method", "protocol", "status", "reporter", "source_workload", "destination_workload");
         HttpRequestDuration = f.CreateHistogram("hubble_http_request_duration_seconds",
-            "HTTP request duration, by method, status, reporter and workloads. Filled by the L7 proxy (not built yet: stays empty)",
+            "HTTP request duration at the node's L7 proxy (arrival to end of response), by method, status, reporter and workloads",
             new HistogramConfiguration
             {
                 LabelNames = ["method", "status", "reporter", "source_workload", "destination_workload"],
@@ -139,6 +137,11 @@ public sealed class AgentMetrics
     public void OnFlow(StoredFlow flow)
     {
         var e = flow.Raw;
+        if (flow.L7?.Http is { } http)
+        {
+            OnHttp(flow, http);
+            return;
+        }
         var verdict = (Verdict)e.Verdict;
         int dir = e.Dir & 1;
         _flowChildren.GetOrAdd(e.Verdict << 9 | dir << 8 | e.Proto, static (k, m) => m._flows.WithLabels(
@@ -164,6 +167,24 @@ public sealed class AgentMetrics
             if ((flags & TcpFin) != 0) _tcpFlags[2].Inc();
             if ((flags & TcpRst) != 0) _tcpFlags[3].Inc();
         }
+    }
+
+    private void OnHttp(in StoredFlow flow, Trellis.Api.HttpRecordDto http)
+    {
+        var e = flow.Raw;
+        var verdict = ((Verdict)e.Verdict).ToString().ToUpperInvariant();
+        _flows.WithLabels("HTTP", "L7", "HTTP", verdict).Inc();
+        if ((Verdict)e.Verdict == Verdict.Dropped)
+        {
+            _drops.WithLabels(DropReasons.Describe((DropReason)e.Reason), "HTTP").Inc();
+            _dropCount.WithLabels(DropReasons.Describe((DropReason)e.Reason), DirectionName(e.Dir & 1)).Inc();
+        }
+        var status = http.Code.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var reporter = e.Dir == (byte)TrafficDirection.Ingress ? "server" : "client";
+        var source = flow.Source is { } s ? $"{s.Namespace}/{s.Pod}" : "";
+        var destination = flow.Destination is { } d ? $"{d.Namespace}/{d.Pod}" : "";
+        HttpRequests.WithLabels(http.Method, http.Protocol, status, reporter, source, destination).Inc();
+        HttpRequestDuration.WithLabels(http.Method, status, reporter, source, destination).Observe(flow.L7!.LatencyNs / 1e9);
     }
 
     private static readonly string[] MatchNames = ["rule", "none", "all"];

@@ -38,11 +38,17 @@ internal static class AgentCommand
             try { Trellis.Agent.Observer.HubbleServer.ParseAddress(v); }
             catch (FormatException e) { r.AddError($"--hubble-address: {e.Message}"); }
         });
+        var proxyPort = new Option<ushort>("--proxy-port")
+        {
+            Description = "Port of the node's L7 proxy (trellis-proxy, started and supervised by the agent) on 127.0.0.1 in the node's network namespace; 0 = no proxy, and policies with HTTP rules are refused",
+            DefaultValueFactory = _ => 15001,
+        };
         var cmd = new Command("agent", """
             Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
             and serves the API on /run/trellis/NODE/agent.sock, Prometheus metrics on http://127.0.0.1:9962/metrics and
             Hubble's observer gRPC API (for hubble observe, Hubble UI) on /run/trellis/NODE/hubble.sock and 127.0.0.1:4244
-            (the TCP addresses are inside the node's network namespace in a lab). 'trellis lab up' starts it for you.
+            (the TCP addresses are inside the node's network namespace in a lab). It also starts the node's L7 proxy
+            (trellis-proxy, for policies with HTTP rules) and restarts it if it dies. 'trellis lab up' starts the agent for you.
 
             Example:
               trellis agent --node node1 --pod-cidr 10.200.0.0/24
@@ -52,6 +58,7 @@ internal static class AgentCommand
         cmd.Options.Add(lbAlgorithm);
         cmd.Options.Add(metricsAddress);
         cmd.Options.Add(hubbleAddress);
+        cmd.Options.Add(proxyPort);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
@@ -65,6 +72,7 @@ internal static class AgentCommand
                 LbAlgorithm = r.GetValue(lbAlgorithm) == "maglev" ? Trellis.Policy.LbAlgorithm.Maglev : Trellis.Policy.LbAlgorithm.Random,
                 MetricsAddress = r.GetValue(metricsAddress) is "off" or "" ? null : r.GetValue(metricsAddress),
                 HubbleAddress = r.GetValue(hubbleAddress) is "off" or "" ? null : r.GetValue(hubbleAddress),
+                ProxyPort = r.GetValue(proxyPort),
             };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })

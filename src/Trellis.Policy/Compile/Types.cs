@@ -73,6 +73,12 @@ public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, I
     /// </summary>
     public IReadOnlyDictionary<PolicyKey, IReadOnlyList<HttpRule>> HttpRules { get; init; } = NoHttpRules;
 
+    /// <summary>
+    /// Keys of <see cref="HttpRules"/> that exist only for L7 visibility (<see cref="ProxyVisibility"/>): their rules
+    /// allow everything, and where no proxy can see the flow, the datapath lets it pass rather than refuse it.
+    /// </summary>
+    public IReadOnlySet<PolicyKey> VisibilityOnly { get; init; } = new HashSet<PolicyKey>();
+
     public bool Enforced(Direction direction) => direction == Direction.Ingress ? IngressEnforced : EgressEnforced;
 
     /// <summary>Whether <paramref name="key"/> must be redirected to the proxy.</summary>
@@ -88,6 +94,7 @@ public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, I
         if (HttpRules.Count == 0)
             return null;
         List<HttpRule>? rules = null;
+        bool lifted = false, visible = false;
         foreach (var (key, entry) in Entries)
         {
             if (key.Direction != direction || key.Proto == L4Proto.Any || !key.Covers(peer, proto, port))
@@ -95,9 +102,15 @@ public sealed record EndpointPolicy(bool IngressEnforced, bool EgressEnforced, I
             if (entry.Deny)
                 return null;
             if (!HttpRules.TryGetValue(key, out var keyRules))
-                return null; // an L4-only allow of this port: no L7 restriction
+            {
+                lifted = true; // an L4-only allow of this port: no L7 restriction
+                continue;
+            }
+            visible |= VisibilityOnly.Contains(key);
             (rules ??= []).AddRange(keyRules);
         }
+        if (lifted)
+            return visible ? [HttpRule.AllowAll] : null; // visibility: still seen by the proxy, never restricted
         return rules?.Distinct().ToArray();
     }
 }

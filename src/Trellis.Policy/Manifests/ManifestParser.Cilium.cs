@@ -229,7 +229,7 @@ public static partial class ManifestParser
             return null;
         if (!ctx.Options.AllowL7Rules)
             throw ctx.Error(rulesKey, portRule.Field("rules"),
-                "rules is not supported yet: L7 (HTTP) rules need the node-local proxy, which is not enabled, and an unenforced rule would allow every request");
+                "rules needs the node's L7 proxy, which this agent runs without (trellis agent --proxy-port 0); an unenforced rule would allow every request");
         if (portRule.Get("rules") is not { } rulesNode)
             return null;
 

@@ -215,7 +215,20 @@ public static partial class ManifestParser
             throw ctx.Error(spec.Get("containers")!, spec.Field("containers"),
                 "no container has a command: the lab runs each pod's command as a host program, so set command (and args) on at least one container");
 
-        return new PodResource(meta.Name, meta.Namespace!, meta.Labels, containers, ctx.Location(doc.Node));
+        string? visibility = null;
+        foreach (var (key, value, valueNode) in meta.Annotations.Where(a => a.Key.Value == ProxyVisibility.Annotation))
+        {
+            try
+            {
+                ProxyVisibility.Parse(value);
+            }
+            catch (FormatException e)
+            {
+                throw ctx.Error(valueNode, $"metadata.annotations.{key.Value}", e.Message);
+            }
+            visibility = value;
+        }
+        return new PodResource(meta.Name, meta.Namespace!, meta.Labels, containers, ctx.Location(doc.Node)) { ProxyVisibility = visibility };
     }
 
     private static ContainerPort[] ParseContainerPorts(ParseContext ctx, MapReader container)

@@ -6,9 +6,8 @@ public sealed record ManifestParserOptions
     public static readonly ManifestParserOptions Default = new();
 
     /// <summary>
-    /// Accept Cilium L7 HTTP rules (<c>toPorts[].rules.http</c>). Off by default: only a caller that enforces them
-    /// (the agent once the node-local proxy runs) may turn it on, because an accepted but unenforced rule would
-    /// silently allow every request on the port.
+    /// Accept Cilium L7 HTTP rules (<c>toPorts[].rules.http</c>). On by default; an agent running without its L7
+    /// proxy turns it off, because such a rule could not be enforced there.
     /// </summary>
-    public bool AllowL7Rules { get; init; }
+    public bool AllowL7Rules { get; init; } = true;
 }

@@ -12,7 +12,11 @@ public sealed record NamespaceResource(string Name, Labels Labels, SourceLocatio
     : Resource(ResourceKinds.Namespace, Name, null, Location);
 
 public sealed record PodResource(string Name, string Namespace, Labels Labels, IReadOnlyList<Container> Containers, SourceLocation Location)
-    : Resource(ResourceKinds.Pod, Name, Namespace, Location);
+    : Resource(ResourceKinds.Pod, Name, Namespace, Location)
+{
+    /// <summary>The <see cref="ProxyVisibility.Annotation"/> value as written (validated), or null.</summary>
+    public string? ProxyVisibility { get; init; }
+}
 
 /// <summary>A container of a lab pod. <see cref="Command"/> is the container's command followed by its args.</summary>
 public sealed record Container(string Name, IReadOnlyList<string> Command, IReadOnlyList<ContainerPort> Ports);

@@ -40,7 +40,7 @@ public class L7RulesParserTests
         """;
 
     [Fact]
-    public void L7_rules_are_refused_by_default_even_when_valid()
+    public void L7_rules_are_accepted_by_default_and_refused_without_a_proxy()
     {
         const string rules = """
               ingress:
@@ -48,9 +48,8 @@ public class L7RulesParserTests
                 - ports: [{port: "80", protocol: TCP}]
                   rules: {http: [{method: GET}]}
             """;
-        var e = Assert.Throws<ManifestException>(() => ManifestParser.Parse(Head + rules, File));
-        AssertError(e, 9, 7, "spec.ingress[0].toPorts[0].rules", "rules is not supported yet");
-        AssertError(Fails(rules, ManifestParserOptions.Default), 9, 7, "spec.ingress[0].toPorts[0].rules", "not enabled");
+        Assert.Single(ManifestParser.Parse(Head + rules, File));
+        AssertError(Fails(rules, new ManifestParserOptions { AllowL7Rules = false }), 9, 7, "spec.ingress[0].toPorts[0].rules", "needs the node's L7 proxy");
     }
 
     [Fact]

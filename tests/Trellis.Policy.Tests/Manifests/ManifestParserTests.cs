@@ -223,15 +223,15 @@ public class ManifestParserTests
     }
 
     [Fact]
-    public void L7_rules_are_refused_and_endPort_below_port_is_an_error()
+    public void L7_rules_are_refused_without_a_proxy_and_endPort_below_port_is_an_error()
     {
-        var l7 = Fails(PolicyHead + """
+        var l7 = Assert.Throws<ManifestException>(() => ManifestParser.Parse(PolicyHead + """
               ingress:
               - toPorts:
                 - ports: [{port: "80"}]
                   rules: {http: [{method: GET}]}
-            """);
-        AssertError(l7, 10, 7, "spec.ingress[0].toPorts[0].rules", "rules is not supported yet");
+            """, File, new ManifestParserOptions { AllowL7Rules = false }));
+        AssertError(l7, 10, 7, "spec.ingress[0].toPorts[0].rules", "rules needs the node's L7 proxy");
 
         var endPort = Fails(PolicyHead + """
               ingress:
