@@ -114,6 +114,96 @@ public sealed class LxcProgramTests : IDisposable
         Assert.Equal((byte)Verdict.Forwarded, Assert.Single(TakeEvents()).Verdict);
     }
 
+    // --- L7 redirection: what BPF_PROG_TEST_RUN can check (no bpf_sk_assign success outside a real TC ingress) ---
+
+    private const uint MarkFromProxy = ProxyMarks.FromProxy;
+
+    private uint ToContainerWithMark(byte[] packet, uint mark)
+    {
+        // struct __sk_buff up to queue_mapping: len, pkt_type must be 0; mark is the one field set.
+        var ctx = new byte[16];
+        BitConverter.TryWriteBytes(ctx.AsSpan(8), mark);
+        return _dp.ToContainer.TestRun(packet, ctx).ReturnValue;
+    }
+
+    private void SetPolicy(uint endpointId, params (uint Identity, ushort Port, TrafficDirection Dir, uint PolicyId, uint Flags)[] rules) =>
+        _dp.ReplacePolicy(endpointId, rules.SelectMany(r => PolicyMapBuilder.Blocks(Statement(r.Identity, r.Port, Packets.Tcp, r.Dir, r.PolicyId, false))
+            .Select(k => (k, new PolicyValue { PolicyId = r.PolicyId, Flags = r.Flags }))).ToDictionary(x => x.k, x => x.Item2));
+
+    [Fact]
+    public void Ingress_http_rules_of_a_local_destination_redirect_at_the_clients_from_container()
+    {
+        const uint serverEp = 77;
+        AddEndpoint(0); // the client: nothing enforced of its own
+        _dp.Ipcache.Update(IpcacheKey.Host(Addr(PeerIp)), new IpcacheValue
+        {
+            Identity = PeerIdentity, Flags = IpcacheValue.FlagLocalEndpoint | IpcacheValue.FlagL7Ingress, EndpointId = serverEp,
+        });
+        SetPolicy(serverEp,
+            (EpIdentity, 80, TrafficDirection.Ingress, 3, PolicyValue.FlagRedirect),
+            (EpIdentity, 81, TrafficDirection.Ingress, 4, 0),
+            (EpIdentity, 82, TrafficDirection.Ingress, 5, PolicyValue.FlagRedirect | PolicyValue.FlagVisibility));
+
+        // Port 80 needs the proxy and none listens: refused at the client's veth, named by the server's policy.
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        var drop = Assert.Single(TakeEvents());
+        AssertDropped(drop, DropReason.L7Denied);
+        Assert.Equal(3u, drop.PolicyId);
+        // An L4-only port of the same server, and a visibility-only port (no proxy: passes unobserved).
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40001, PeerIp, 81)));
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40002, PeerIp, 82)));
+        Assert.All(TakeEvents(), e => Assert.Equal((byte)Verdict.Forwarded, e.Verdict));
+        // Without the flag in the ipcache the server's map is not consulted at all.
+        _dp.Ipcache.Update(IpcacheKey.Host(Addr(PeerIp)), new IpcacheValue { Identity = PeerIdentity, Flags = IpcacheValue.FlagLocalEndpoint, EndpointId = serverEp });
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40003, PeerIp, 80)));
+    }
+
+    [Fact]
+    public void To_container_refuses_an_http_flow_that_bypassed_the_proxy_and_tracks_the_proxys_upstream()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagRedirectIngress);
+        SetPolicy(EpId, (PeerIdentity, 8080, TrafficDirection.Ingress, 9, PolicyValue.FlagRedirect),
+            (PeerIdentity, 8081, TrafficDirection.Ingress, 10, PolicyValue.FlagRedirect | PolicyValue.FlagVisibility));
+
+        // From the host or outside: no TC ingress left to redirect from, so an enforced L7 port fails closed...
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.L7Denied);
+        // ...and a visibility-only port passes unobserved.
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40005, EpIp, 8081, Packets.Syn)));
+        Assert.Equal((byte)Verdict.Forwarded, Assert.Single(TakeEvents()).Verdict);
+
+        // The proxy's upstream connection (its socket mark) passed the proxy's check: forwarded, remembered.
+        Assert.Equal(TcActOk, ToContainerWithMark(Packets.TcpPacket(PeerIp, 40001, EpIp, 8080, Packets.Syn), MarkFromProxy | 0x1000));
+        var e = Assert.Single(TakeEvents());
+        Assert.Equal((byte)Verdict.Forwarded, e.Verdict);
+        Assert.Equal(PeerIdentity, e.SrcIdentity);
+        Assert.True(_dp.Conntrack.TryLookup(Ct(PeerIp, 40001, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress), out CtEntry ct));
+        Assert.Equal(1, ct.FromProxy);
+
+        // The server's reply belongs to the proxy's socket; with no such socket (test run) it is dropped, not
+        // delivered to the client, which never opened this connection.
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 8080, PeerIp, 40001, (byte)(Packets.Syn | Packets.Ack))));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.L7Denied);
+
+        // Another mark is not the proxy's.
+        Assert.Equal(TcActShot, ToContainerWithMark(Packets.TcpPacket(PeerIp, 40002, EpIp, 8080, Packets.Syn), ProxyMarks.ToProxy));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.L7Denied);
+    }
+
+    [Fact]
+    public void Egress_redirect_entries_are_looked_up_even_where_egress_is_not_enforced()
+    {
+        AddEndpoint(EndpointInfo.FlagRedirectEgress); // visibility on an unenforced direction
+        SetPolicy(EpId, (0, 80, TrafficDirection.Egress, 0, PolicyValue.FlagRedirect));
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 80)));
+        AssertDropped(Assert.Single(TakeEvents()), DropReason.L7Denied);
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40001, PeerIp, 81))); // not enforced: other ports pass
+        Assert.Equal((byte)Verdict.Forwarded, Assert.Single(TakeEvents()).Verdict);
+
+        AddEndpoint(0); // without the flag the map is not consulted
+        Assert.Equal(TcActOk, FromContainer(Packets.TcpPacket(EpIp, 40002, PeerIp, 80)));
+    }
+
     [Fact]
     public void With_flow_events_off_verdicts_and_counters_stay_and_nothing_is_reported()
     {
