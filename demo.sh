@@ -54,6 +54,20 @@ try "shop/backend  -> db service $DB_VIP:5432" backend shop -- socat -T2 /dev/nu
 sleep 0.3
 t observe --last 8
 
+step "L7: HTTP rules enforced by the node's one shared proxy (examples/shop/l7-policy.yaml)"
+t policy apply -f examples/shop/l7-policy.yaml
+sleep 0.5
+code() { # code NAME POD NS -- CURL-ARGS...: the HTTP status the client gets
+  local name=$1 pod=$2 ns=$3; shift 4
+  printf '  %-40s %s\n' "$name" "$(t lab exec "$pod" -n "$ns" -- curl -s -m 3 -o /dev/null -w '%{http_code}' "$@" || true)"
+}
+code "GET  /          (allowed)" frontend shop -- "http://$BACKEND:8080/"
+code "GET  /public/x  (allowed, 404 upstream)" frontend shop -- "http://$BACKEND:8080/public/x"
+code "GET  /admin     (denied by L7: 403)" frontend shop -- "http://$BACKEND:8080/admin"
+code "POST /          (denied by L7: 403)" frontend shop -- -X POST "http://$BACKEND:8080/"
+sleep 0.3
+t observe --protocol http --last 4
+
 step "Service map of the last 5 minutes (trellis map): dropped edges in red"
 t map -f /tmp/trellis-demo-map.svg
 
@@ -65,6 +79,7 @@ The lab is still running. Try:
   ./trellis lab exec frontend -n shop -- curl -s http://10.200.0.3:8080/
   ./trellis service list                # frontends -> backends, with their states
   ./trellis observe --from-pod shop/frontend --verdict DROPPED   # why, and by which policy
+  ./trellis observe --protocol http     # the L7 proxy's requests (method, URL, status, latency)
   ./trellis monitor --type drop         # raw datapath events (Ctrl-C to stop)
   ./trellis map -f map.png              # the picture (open /tmp/trellis-demo-map.svg for this run's)
   ./trellis policy delete backend-from-frontend -n shop

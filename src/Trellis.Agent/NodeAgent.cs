@@ -119,6 +119,9 @@ public sealed class NodeAgent : IDisposable
         _proxy.Start();
     }
 
+    private ProxyStatusDto ProxyStatus() => new(_opt.ProxyPort, _proxy?.Pid ?? 0, _proxy?.Restarts ?? 0,
+        _l7?.Received ?? 0, _l7?.ProxyDropped ?? 0, _endpoints.Values.Count(e => e.Installed is { HttpRules.Count: > 0 }));
+
     // Read by the L7 record thread: a snapshot of the addresses whose ingress rules redirect (no lock needed).
     private volatile FrozenSet<uint> _ingressL7 = FrozenSet<uint>.Empty;
     private bool HasIngressL7(uint ipv4) => _ingressL7.Contains(ipv4);
@@ -951,7 +954,8 @@ public sealed class NodeAgent : IDisposable
                 Flows.Count,
                 Flows.Capacity,
                 _devices,
-                _dp.Counter(Counters.LbNat));
+                _dp.Counter(Counters.LbNat),
+                ProxyStatus());
         }
     }
 
@@ -961,8 +965,10 @@ public sealed class NodeAgent : IDisposable
     public Metrics.AgentHealth Health()
     {
         int endpoints, identities, cidrIdentities, policies, services;
+        ProxyStatusDto proxy;
         lock (_gate)
         {
+            proxy = ProxyStatus();
             endpoints = _endpoints.Count;
             identities = _identities.All.Count;
             cidrIdentities = _cidrs.Identities.Count;
@@ -972,7 +978,7 @@ public sealed class NodeAgent : IDisposable
         return new Metrics.AgentHealth(endpoints, identities, cidrIdentities, policies, services, _dp.Fill(), _dp.ProgramInfo(),
             new Metrics.DatapathCounters(_dp.Counter(Counters.Forwarded), _dp.Counter(Counters.Dropped), _dp.Counter(Counters.Audit),
                 _dp.Counter(Counters.LbTranslated), _dp.Counter(Counters.LbNoBackend), _dp.Counter(Counters.LbNat), _dp.Counter(Counters.EventsLost)),
-            _monitor.Received, PolicyMapWrites);
+            _monitor.Received, PolicyMapWrites, proxy);
     }
 
     private static string KernelRelease()

@@ -36,7 +36,12 @@ public sealed record StatusResponse(
     int FlowStoreSize,
     int FlowStoreCapacity,
     IReadOnlyList<DeviceDto>? Devices = null,
-    ulong ServicePacketsTranslated = 0);
+    ulong ServicePacketsTranslated = 0,
+    ProxyStatusDto? Proxy = null);
+
+/// <summary>The node's L7 proxy: where it listens (0 = disabled), its pid (0 = not running), how often it was
+/// restarted, the L7 records received and those the proxy reported lost (queue full or no agent listening).</summary>
+public sealed record ProxyStatusDto(int Port, int Pid, long Restarts, long Records, long RecordsLost, int L7Endpoints);
 
 /// <summary>A node device the per-packet load balancer (NodePort) is attached to, with its addresses.</summary>
 public sealed record DeviceDto(string Name, int Ifindex, IReadOnlyList<string> Addresses);

@@ -22,7 +22,8 @@ public sealed record AgentHealth(
     IReadOnlyList<BpfProgramInfo> Programs,
     DatapathCounters Counters,
     long FlowEventsReceived,
-    long PolicyMapWrites);
+    long PolicyMapWrites,
+    Trellis.Api.ProxyStatusDto? Proxy = null);
 
 /// <summary>The agent's Prometheus metrics, in a registry of their own (several agents can live in one process,
 /// as in tests). Names follow Hubble (<c>hubble_*</c>: counted from flows) and the Cilium agent (<c>cilium_*</c>)
@@ -55,6 +56,8 @@ public sealed class AgentMetrics
     private readonly Gauge _endpoints, _identities, _policies, _services, _mapEntries, _mapMax, _mapPressure, _bpfStatsEnabled;
     private readonly Counter _eventsLost, _eventsReceived, _policyMapWrites, _packets, _lbTranslations, _lbNoBackend, _lbNat;
     private readonly Counter _progRunSeconds, _progRuns;
+    private readonly Gauge _proxyUp;
+    private readonly Counter _proxyRestarts, _l7Records, _l7RecordsLost;
 
     /// <summary>The Hubble HTTP metric families, from the node proxy's L7 flows (one per request).</summary>
     public Counter HttpRequests { get; }
@@ -124,6 +127,12 @@ public sealed class AgentMetrics
             "Runs of a BPF program (0 unless kernel.bpf_stats_enabled=1)", "program");
         _bpfStatsEnabled = f.CreateGauge("trellis_bpf_stats_enabled",
             "1 when the kernel counts BPF program run time and runs (sysctl kernel.bpf_stats_enabled)");
+
+        _proxyUp = f.CreateGauge("trellis_proxy_up", "1 when the node's L7 proxy process is running (0 also when disabled)");
+        _proxyRestarts = f.CreateCounter("trellis_proxy_restarts_total", "Times the agent found the L7 proxy dead and started it again");
+        _l7Records = f.CreateCounter("trellis_l7_records_received_total", "L7 (HTTP) records received from the node's proxy");
+        _l7RecordsLost = f.CreateCounter("trellis_l7_records_lost_total",
+            "L7 records the proxy could not deliver (its bounded queue was full, or no agent was listening)");
 
         if (health is not null)
         {
@@ -260,6 +269,13 @@ public sealed class AgentMetrics
         _eventsLost.IncTo(c.EventsLost);
         _eventsReceived.IncTo(h.FlowEventsReceived);
         _policyMapWrites.IncTo(h.PolicyMapWrites);
+        if (h.Proxy is { } proxy)
+        {
+            _proxyUp.Set(proxy.Pid != 0 ? 1 : 0);
+            _proxyRestarts.IncTo(proxy.Restarts);
+            _l7Records.IncTo(proxy.Records);
+            _l7RecordsLost.IncTo(proxy.RecordsLost);
+        }
     }
 
     private static bool BpfStatsEnabled()
