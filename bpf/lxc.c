@@ -13,6 +13,7 @@
 #include "lib/policy.h"
 #include "lib/events.h"
 #include "lib/lb.h"
+#include "lib/proxy.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -82,42 +83,6 @@ static __always_inline int reverse_nat(struct __sk_buff *skb, const struct pkt *
 	if (!n->ifindex)
 		return TC_ACT_OK;
 	return bpf_redirect_neigh(n->ifindex, 0, 0, 0);
-}
-
-/* Hands a packet to the node's L7 proxy: to the proxy's socket for this tuple if it has one (a redirected client
- * connection, or a reply on the proxy's upstream connection), else to its listener on 127.0.0.1:proxy_port (when
- * non-zero), which then accepts with the original destination as its local address (bpf_sk_assign, TPROXY-like).
- * The mark routes the packet to the local stack. No socket = -1: the caller refuses the flow (fail closed). */
-static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 proxy_port)
-{
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
-
-	t.ipv4.saddr = p->saddr;
-	t.ipv4.daddr = p->daddr;
-	t.ipv4.sport = bpf_htons(p->sport);
-	t.ipv4.dport = bpf_htons(p->dport);
-	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (sk && sk->state == BPF_TCP_LISTEN) {
-		bpf_sk_release(sk);
-		sk = 0;
-	}
-	if (!sk) {
-		if (!proxy_port)
-			return -1;
-		__builtin_memset(&t, 0, sizeof(t));
-		t.ipv4.daddr = bpf_htonl(0x7f000001); /* 127.0.0.1 */
-		t.ipv4.dport = proxy_port;
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (!sk)
-			return -1;
-	}
-	long err = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (err)
-		return -1;
-	skb->mark = (skb->mark & ~MARK_MAGIC_MASK) | MARK_MAGIC_TO_PROXY;
-	return 0;
 }
 
 static __always_inline int audit_mode(const struct endpoint_info *ep)

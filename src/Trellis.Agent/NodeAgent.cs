@@ -126,16 +126,30 @@ public sealed class NodeAgent : IDisposable
     private volatile FrozenSet<uint> _ingressL7 = FrozenSet<uint>.Empty;
     private bool HasIngressL7(uint ipv4) => _ingressL7.Contains(ipv4);
 
-    /// <summary>Writes the proxy's rules (endpoints with HTTP rules) when they changed: temp file, fsync, rename.</summary>
-    private void PublishProxyPolicyLocked()
+    /// <summary>
+    /// Writes the proxy's rules (endpoints with HTTP rules) when they changed: temp file, fsync, rename.
+    /// <paramref name="upcoming"/> are rules about to be installed in the datapath: published first, and with
+    /// <paramref name="wait"/> the call returns once the running proxy has loaded them (at most 2 s), so a newly
+    /// redirected connection never meets a proxy that does not know its rules yet. Until the datapath is updated the
+    /// other endpoints keep their installed rules (a removed rule goes from the proxy only after the maps).
+    /// </summary>
+    private void PublishProxyPolicyLocked(IReadOnlyDictionary<string, EndpointPolicy>? upcoming = null, bool wait = false)
     {
-        var l7 = _endpoints.Values.Where(e => e.Installed is { HttpRules.Count: > 0 }).ToList();
-        _ingressL7 = l7.Where(e => e.Installed!.HttpRules.Keys.Any(k => k.Direction == Direction.Ingress))
-            .Select(e => NetOrder.FromAddress(IPAddress.Parse(e.State.Ip))).ToFrozenSet();
-        var text = Trellis.Proxy.Node.ProxyPolicyFile.Serialize(l7.Select(e =>
-            new Trellis.Proxy.L7Endpoint(IPAddress.Parse(e.State.Ip), e.State.Identity, e.Installed!)));
-        if (text == _proxyPolicyWritten)
+        var l7 = new List<(EndpointRuntime Ep, EndpointPolicy Policy)>();
+        foreach (var e in _endpoints.Values)
+        {
+            var policy = upcoming is not null && upcoming.TryGetValue(e.State.Key, out var next) ? next : e.Installed;
+            if (policy is { HttpRules.Count: > 0 })
+                l7.Add((e, policy));
+        }
+        if (upcoming is null)
+            _ingressL7 = l7.Where(x => IngressL7(x.Policy)).Select(x => NetOrder.FromAddress(IPAddress.Parse(x.Ep.State.Ip))).ToFrozenSet();
+        var endpoints = l7.Select(x => new Trellis.Proxy.L7Endpoint(IPAddress.Parse(x.Ep.State.Ip), x.Ep.State.Identity, x.Policy)).ToList();
+        var body = Trellis.Proxy.Node.ProxyPolicyFile.Serialize(endpoints);
+        if (body == _proxyPolicyWritten)
             return;
+        var generation = ++_proxyGeneration;
+        var text = Trellis.Proxy.Node.ProxyPolicyFile.Serialize(endpoints, generation);
         Directory.CreateDirectory(Path.GetDirectoryName(ProxyPolicyFile)!);
         var tmp = ProxyPolicyFile + ".tmp";
         using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write))
@@ -144,7 +158,31 @@ public sealed class NodeAgent : IDisposable
             f.Flush(flushToDisk: true);
         }
         File.Move(tmp, ProxyPolicyFile, overwrite: true);
-        _proxyPolicyWritten = text;
+        _proxyPolicyWritten = body;
+        if (wait && _proxy is { Pid: not 0 })
+            WaitForProxy(generation);
+    }
+
+    private long _proxyGeneration = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(); // increases across agent restarts too
+
+    private void WaitForProxy(long generation)
+    {
+        var loaded = Path.Combine(Path.GetDirectoryName(ProxyPolicyFile)!, Trellis.Proxy.Node.ProxyPolicyFile.LoadedFileName);
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 2;
+        while (Stopwatch.GetTimestamp() < deadline)
+        {
+            try
+            {
+                if (long.TryParse(File.ReadAllText(loaded), out var got) && got >= generation)
+                    return;
+            }
+            catch (IOException)
+            {
+                // not written yet
+            }
+            Thread.Sleep(2);
+        }
+        _log.LogWarning("the L7 proxy did not load rules generation {Generation} within 2 s; new L7 flows may be refused until it does", generation);
     }
 
     // Re-adoption after a restart: the veth, its programs and the maps are still in the kernel; the new
@@ -744,9 +782,23 @@ public sealed class NodeAgent : IDisposable
         var inputs = Inputs();
         var sources = Sources();
         var shared = new Dictionary<string, EndpointPolicy>();
-        foreach (var ep in _endpoints.Values.ToList())
-            if (affected(ep))
-                Regenerate(ep, attach: false, inputs, sources, shared);
+        var targets = _endpoints.Values.Where(affected).ToList();
+        if (_opt.ProxyPort != 0)
+        {
+            // New or changed HTTP rules reach the proxy before the datapath redirects to them.
+            var upcoming = new Dictionary<string, EndpointPolicy>();
+            foreach (var ep in targets)
+            {
+                var next = CompileFor(ep, inputs, sources, shared);
+                if (next.HttpRules.Count > 0 && (ep.Installed is null || !SameHttpRules(ep.Installed, next)))
+                    upcoming[ep.State.Key] = next;
+            }
+            if (upcoming.Count > 0)
+                PublishProxyPolicyLocked(upcoming, wait: true);
+        }
+        foreach (var ep in targets)
+            Regenerate(ep, attach: false, inputs, sources, shared);
+        PublishProxyPolicyLocked();
     }
 
     private bool SelectedBy(EndpointRuntime ep, IReadOnlyList<CompiledPolicySource> policies) =>
@@ -773,18 +825,9 @@ public sealed class NodeAgent : IDisposable
     private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach, PolicyInputs? inputs = null, IReadOnlyList<CompiledPolicySource>? sources = null,
         Dictionary<string, EndpointPolicy>? shared = null)
     {
-        var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
-        sources ??= Sources();
-        var ports = NamedPorts(ep.State).ToList();
-        // Endpoints with the same identity and named ports compile to the same policy: compile once.
-        var cacheKey = $"{ep.State.Identity}|{string.Join(',', ports.Select(p => $"{p.Name}:{p.Port}/{p.Protocol}"))}|{ep.State.ProxyVisibility}";
-        if (shared is null || !shared.TryGetValue(cacheKey, out var compiled))
-        {
-            compiled = PolicyCompiler.Compile(subject, ports, inputs ?? Inputs(), sources);
-            if (ep.State.ProxyVisibility is { } visibility)
-                compiled = ProxyVisibility.Apply(compiled, ProxyVisibility.Parse(visibility));
-            if (shared is not null) shared[cacheKey] = compiled;
-        }
+        var compiled = CompileFor(ep, inputs ?? Inputs(), sources ?? Sources(), shared);
+        if (attach && _opt.ProxyPort != 0 && compiled.HttpRules.Count > 0)
+            PublishProxyPolicyLocked(new Dictionary<string, EndpointPolicy> { [ep.State.Key] = compiled }, wait: true);
         bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
             && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value)
             && SameHttpRules(old, compiled);
@@ -807,6 +850,23 @@ public sealed class NodeAgent : IDisposable
                 SetEndpointIpcache(updated);
         }
         _endpoints[ep.State.Key] = updated;
+        return compiled;
+    }
+
+    private EndpointPolicy CompileFor(EndpointRuntime ep, PolicyInputs inputs, IReadOnlyList<CompiledPolicySource> sources,
+        Dictionary<string, EndpointPolicy>? shared)
+    {
+        var subject = new IdentityInfo(ep.State.Identity, _identities.LabelsOf(ep.State.Identity)!);
+        var ports = NamedPorts(ep.State).ToList();
+        // Endpoints with the same identity, named ports and visibility compile to the same policy: compile once.
+        var cacheKey = $"{ep.State.Identity}|{string.Join(',', ports.Select(p => $"{p.Name}:{p.Port}/{p.Protocol}"))}|{ep.State.ProxyVisibility}";
+        if (shared is null || !shared.TryGetValue(cacheKey, out var compiled))
+        {
+            compiled = PolicyCompiler.Compile(subject, ports, inputs, sources);
+            if (ep.State.ProxyVisibility is { } visibility)
+                compiled = ProxyVisibility.Apply(compiled, ProxyVisibility.Parse(visibility));
+            if (shared is not null) shared[cacheKey] = compiled;
+        }
         return compiled;
     }
 

@@ -95,9 +95,13 @@ public static class NodeProxy
                     var stamp = (info.LastWriteTimeUtc, info.Length);
                     if (_loaded == stamp)
                         return;
-                    var endpoints = ProxyPolicyFile.Parse(File.ReadAllText(path), path);
+                    var endpoints = ProxyPolicyFile.Parse(File.ReadAllText(path), path, out var generation);
                     target.Current = new L7PolicyTable(endpoints, ipcache.IdentityOf);
                     _loaded = stamp;
+                    // Tell the agent which rules are in force: it waits for this before the datapath redirects to them.
+                    var loaded = Path.Combine(Path.GetDirectoryName(path)!, ProxyPolicyFile.LoadedFileName);
+                    File.WriteAllText(loaded + ".tmp", generation.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                    File.Move(loaded + ".tmp", loaded, overwrite: true);
                     Console.WriteLine($"loaded rules of {endpoints.Count} endpoint(s) from {path}");
                 }
                 catch (Exception e) when (e is IOException or FormatException or ArgumentException or UnauthorizedAccessException)

@@ -22,7 +22,11 @@ public static class ProxyPolicyFile
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
     };
 
-    public static string Serialize(IEnumerable<L7Endpoint> endpoints)
+    /// <summary>The name of the file the proxy writes the generation it has loaded to (next to the policy file).</summary>
+    public const string LoadedFileName = "loaded";
+
+    /// <param name="generation">Increases with every change; the proxy acknowledges it in <see cref="LoadedFileName"/>.</param>
+    public static string Serialize(IEnumerable<L7Endpoint> endpoints, long generation = 0)
     {
         var list = new List<EndpointDto>();
         foreach (var e in endpoints)
@@ -40,11 +44,13 @@ public static class ProxyPolicyFile
                         r.Headers.Select(h => new HeaderDto(h.Name, h.Value)).ToList())).ToList())).ToList(),
                 e.Policy.VisibilityOnly.Count == 0 ? null : e.Policy.VisibilityOnly.Order().Select(Key).ToList()));
         }
-        return JsonSerializer.Serialize(new FileDto(Version, list.OrderBy(e => e.Address, StringComparer.Ordinal).ToList()), Json);
+        return JsonSerializer.Serialize(new FileDto(Version, generation, list.OrderBy(e => e.Address, StringComparer.Ordinal).ToList()), Json);
     }
 
     /// <summary>Reads a file written by <see cref="Serialize"/>; throws <see cref="FormatException"/> naming what is wrong.</summary>
-    public static List<L7Endpoint> Parse(string json, string source)
+    public static List<L7Endpoint> Parse(string json, string source) => Parse(json, source, out _);
+
+    public static List<L7Endpoint> Parse(string json, string source, out long generation)
     {
         FileDto? file;
         try
@@ -57,6 +63,7 @@ public static class ProxyPolicyFile
         }
         if (file is null || file.Version != Version || file.Endpoints is null)
             throw new FormatException($"{source}: version must be {Version} with an endpoints list (written by a different agent version?)");
+        generation = file.Generation;
         var result = new List<L7Endpoint>(file.Endpoints.Count);
         foreach (var e in file.Endpoints)
         {
@@ -79,7 +86,7 @@ public static class ProxyPolicyFile
 
     private static PolicyKey Key(KeyDto k) => new(k.Identity, k.Direction, (L4Proto)k.Proto, k.Port, k.EndPort);
 
-    private sealed record FileDto(int Version, List<EndpointDto>? Endpoints);
+    private sealed record FileDto(int Version, long Generation, List<EndpointDto>? Endpoints);
 
     private sealed record EndpointDto(string Address, uint Identity, bool IngressEnforced, bool EgressEnforced, List<EntryDto>? Entries,
         List<HttpKeyDto>? Http, List<KeyDto>? Visibility);
