@@ -767,6 +767,10 @@ public sealed class NodeAgent : IDisposable
             _ => "denied: no rule allows it (default deny)",
         };
         if (!v.Allowed && audit) verdict += " — endpoint in audit mode: would pass, reported as AUDIT";
+        if (v.Allowed && policy.HttpRulesFor(dir, peer, proto, port) is { } http)
+            verdict += policy.VisibilityOnly.Count > 0 && http.All(h => h.IsAllowAll)
+                ? ", through the node's L7 proxy for visibility (every request allowed and logged)"
+                : $", through the node's L7 proxy: each HTTP request must match one of {string.Join(", ", http)}";
         return new TraceStep(dir.ToString().ToUpperInvariant(), name, true, enforced, v.Allowed, $"{what} {name}: {verdict}",
             pol?.Stored.Name, pol?.Stored.Namespace, v.Key?.ToString());
     }
