@@ -43,7 +43,9 @@ internal sealed class ConnectionMiddleware(
         connection.Features.Set(new ProxyConnection(remote, original));
 
         bool isH2;
-        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed))
+        // Not linked to ConnectionClosed: a client's FIN (a half-close right after its request) ends the read by
+        // itself, and must not abort the connection (see HalfCloseConnection).
+        using (var timeout = new CancellationTokenSource())
         {
             timeout.CancelAfter(prefaceTimeout);
             try
@@ -63,7 +65,8 @@ internal sealed class ConnectionMiddleware(
             connection.Features.Set<ITlsApplicationProtocolFeature>(H2cPriorKnowledge.Instance);
         }
 
-        await next(connection).ConfigureAwait(false);
+        // HTTP/1.1 clients may half-close after their request (HTTP/2 clients do not: the protocol has its own end of stream).
+        await next(isH2 ? connection : new HalfCloseConnection(connection, socket)).ConfigureAwait(false);
     }
 
     /// <summary>Reads until the preface matches or cannot match; consumes nothing.</summary>

@@ -125,7 +125,9 @@ internal sealed class ForwardingHandler
             connection.Client,
             connection.Destination,
             request.Method,
-            string.Concat(request.Scheme, "://", request.Host.Value, request.Path.Value, request.QueryString.Value),
+            // An HTTP/1.0 request may have no Host: name the original destination instead of an empty authority.
+            string.Concat(request.Scheme, "://", request.Host.HasValue ? request.Host.Value : connection.Destination.ToString(),
+                request.Path.Value, request.QueryString.Value),
             request.Protocol,
             context.Response.StatusCode,
             _time.GetElapsedTime(start),

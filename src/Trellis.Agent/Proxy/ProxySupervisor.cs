@@ -115,6 +115,9 @@ public sealed class ProxySupervisor : IDisposable
         foreach (var a in (string[])["-f", "/bin/sh", "-c", "exec \"$@\" >>\"$TRELLIS_PROXY_LOG\" 2>&1 </dev/null", "sh", Executable, .. _arguments])
             psi.ArgumentList.Add(a);
         psi.Environment["TRELLIS_PROXY_LOG"] = _log;
+        // .NET's thread pool spins (sched_yield) waiting for work; on a node proxy that shares the CPUs with the pods it
+        // serves, that spinning was most of its CPU time per request (docs/performance.md, L7 proxy).
+        psi.Environment["DOTNET_ThreadPool_UnfairSemaphoreSpinLimit"] = "0";
         using var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot run setsid");
         p.WaitForExit();
         if (p.ExitCode != 0)
