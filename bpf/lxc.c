@@ -216,6 +216,31 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	return TC_ACT_OK;
 }
 
+/* Attached to the node's network namespace (sk_lookup runs in the kernel's listener lookups): a SYN on a tuple the
+ * proxy still holds in TIME_WAIT (see to_proxy) gets the proxy's listener instead of "no listener". */
+SEC("sk_lookup")
+int proxy_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP_ || ctx->family != 2 /* AF_INET */)
+		return SK_PASS;
+	struct proxy_tw_key k = {
+		.client = ctx->remote_ip4,
+		.original = ctx->local_ip4,
+		.client_port = ctx->remote_port,
+		.original_port = bpf_htons(ctx->local_port),
+	};
+	if (!bpf_map_lookup_elem(&trellis_proxy_tw, &k))
+		return SK_PASS;
+	bpf_map_delete_elem(&trellis_proxy_tw, &k);
+	__u32 zero = 0;
+	struct bpf_sock *sk = bpf_map_lookup_elem(&trellis_proxy_sock, &zero);
+	if (!sk)
+		return SK_PASS;
+	bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	return SK_PASS;
+}
+
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {

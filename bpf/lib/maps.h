@@ -363,4 +363,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_lb4_sockets SEC(".maps");
 
+/* New connections (SYNs) that to_proxy handed to a TIME_WAIT socket of the proxy's (same 4-tuple as an earlier
+ * connection the proxy closed first). The kernel's TIME_WAIT code then looks up a listener for the original
+ * destination; proxy_lookup (sk_lookup) answers with the proxy's listener for the tuples listed here. */
+struct proxy_tw_key {
+	__u32 client;     /* network byte order */
+	__u32 original;   /* the original destination */
+	__u16 client_port; /* network byte order */
+	__u16 original_port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct proxy_tw_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_proxy_tw SEC(".maps");
+
+/* The proxy's listening socket, registered by the proxy itself (slot 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_proxy_sock SEC(".maps");
+
 #endif

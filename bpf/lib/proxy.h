@@ -23,6 +23,20 @@ static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, 
 		bpf_sk_release(sk);
 		sk = 0;
 	}
+	/* A new connection on the 4-tuple of one the proxy closed first meets its TIME_WAIT socket. The listener cannot
+	 * take it (the kernel refuses a request socket whose tuple a TIME_WAIT socket still holds), but the TIME_WAIT
+	 * code can: for a valid new SYN it looks up a listener for the original destination and retires the TIME_WAIT
+	 * socket. proxy_lookup (sk_lookup) answers that lookup with the proxy's listener for the tuples listed here. */
+	if (sk && sk->state == BPF_TCP_TIME_WAIT && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		struct proxy_tw_key k = {
+			.client = p->saddr,
+			.original = p->daddr,
+			.client_port = bpf_htons(p->sport),
+			.original_port = bpf_htons(p->dport),
+		};
+		__u8 one = 1;
+		bpf_map_update_elem(&trellis_proxy_tw, &k, &one, BPF_ANY);
+	}
 	if (!sk) {
 		if (!proxy_port)
 			return -1;

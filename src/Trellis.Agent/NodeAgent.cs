@@ -105,6 +105,7 @@ public sealed class NodeAgent : IDisposable
     private void StartProxy()
     {
         Proxy.ProxyRouting.Ensure();
+        _dp.AttachProxyLookup();
         _l7 = new Proxy.L7FlowReceiver(Path.Combine(RunDir, "l7.sock"), Flows, () => _monitor.Snapshot, HasIngressL7, _log);
         _l7.Start();
         _proxy = new Proxy.ProxySupervisor(_opt.Node,

@@ -70,6 +70,28 @@ public sealed unsafe class BpfProgram
         return new BpfProgramInfo(info.Id, name, info.RunTimeNs, info.RunCnt);
     }
 
+    /// <summary>Runs a program that takes no packet, only a context (e.g. sk_lookup's struct bpf_sk_lookup); returns
+    /// its return value and the context as the program left it.</summary>
+    public (uint ReturnValue, byte[] ContextOut) TestRunContext(ReadOnlySpan<byte> context)
+    {
+        var ctxOut = new byte[context.Length];
+        fixed (byte* pCtx = context)
+        fixed (byte* pOut = ctxOut)
+        {
+            var opts = new BpfTestRunOpts
+            {
+                Sz = (nuint)sizeof(BpfTestRunOpts),
+                CtxIn = pCtx,
+                CtxSizeIn = (uint)context.Length,
+                CtxOut = pOut,
+                CtxSizeOut = (uint)ctxOut.Length,
+                Repeat = 1,
+            };
+            BpfException.Check(LibBpf.ProgTestRun(Fd, &opts), $"test run of program {Name}");
+            return (opts.Retval, ctxOut);
+        }
+    }
+
     /// <summary>Runs the program in the kernel on <paramref name="data"/> (a packet for TC programs).
     /// <paramref name="context"/> optionally sets the context (e.g. a struct __sk_buff).</summary>
     public TestRunResult TestRun(ReadOnlySpan<byte> data, ReadOnlySpan<byte> context = default, int repeat = 1)

@@ -342,5 +342,7 @@ public static class Names
     public const string FromNetdev = "from_netdev";
     public const string FromContainer = "from_container";
     public const string ToContainer = "to_container";
+    public const string ProxyLookup = "proxy_lookup";
+    public const string ProxySock = "trellis_proxy_sock";
     public const uint PolicyMaxEntries = 16384;
 }

@@ -253,6 +253,17 @@ public sealed class NodeDatapath : IDisposable
     // --- node devices and the per-packet load balancer ---
 
     /// <summary>Attaches the NodePort load balancer to a node device's TC ingress (replacing an earlier copy).</summary>
+    /// <summary>
+    /// Attaches proxy_lookup (sk_lookup) to the calling thread's network namespace (the node's), pinned as a link so it
+    /// stays with the other programs across agent restarts: a new connection that meets a TIME_WAIT socket of the L7
+    /// proxy reaches the proxy's listener (see bpf/lib/proxy.h).
+    /// </summary>
+    public void AttachProxyLookup() =>
+        NetnsLink.AttachSkLookup(ProxyLookup, Path.Combine(PinRoot, "links", Names.ProxyLookup));
+
+    /// <summary>The sk_lookup program that gives the L7 proxy's listener new connections meeting its TIME_WAIT sockets.</summary>
+    public BpfProgram ProxyLookup => _obj.Program(Names.ProxyLookup);
+
     public void AttachNetdev(int ifindex) => Tc.Attach(ifindex, TcAttachPoint.Ingress, FromNetdev);
 
     public void DetachNetdev(int ifindex) => Tc.Detach(ifindex, TcAttachPoint.Ingress);

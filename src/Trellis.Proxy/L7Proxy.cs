@@ -27,6 +27,9 @@ public sealed class L7Proxy : IAsyncDisposable
         ListenEndPoints = listenEndPoints;
     }
 
+    /// <summary>The listening sockets (e.g. to register them with the datapath).</summary>
+    public IReadOnlyList<System.Net.Sockets.Socket> ListenSockets { get; private init; } = [];
+
     /// <summary>The bound listener addresses (actual ports when port 0 was asked for).</summary>
     public IReadOnlyList<IPEndPoint> ListenEndPoints { get; }
 
@@ -81,8 +84,14 @@ public sealed class L7Proxy : IAsyncDisposable
             }
         });
 
-        builder.WebHost.UseSockets(sockets =>
-            sockets.CreateBoundListenSocket = endPoint => TransparentSockets.CreateListener(endPoint, options.Transparent));
+        var listenSockets = new List<System.Net.Sockets.Socket>();
+        builder.WebHost.UseSockets(sockets => sockets.CreateBoundListenSocket = endPoint =>
+        {
+            var socket = TransparentSockets.CreateListener(endPoint, options.Transparent);
+            lock (listenSockets)
+                listenSockets.Add(socket);
+            return socket;
+        });
         var upstreams = new UpstreamPool(options);
 
         WebApplication? app = null;
@@ -99,7 +108,7 @@ public sealed class L7Proxy : IAsyncDisposable
             {
                 bound[i] = listeners[i].IPEndPoint!;
             }
-            return new L7Proxy(app, upstreams, bound);
+            return new L7Proxy(app, upstreams, bound) { ListenSockets = listenSockets };
         }
         catch
         {

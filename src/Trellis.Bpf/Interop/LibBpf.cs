@@ -80,6 +80,12 @@ internal static unsafe partial class LibBpf
     [LibraryImport(Lib, EntryPoint = "bpf_obj_get_info_by_fd")]
     internal static partial int ObjGetInfoByFd(int fd, void* info, uint* infoLen);
 
+    [LibraryImport(Lib, EntryPoint = "bpf_link_create")]
+    internal static partial int LinkCreate(int progFd, int targetFd, int attachType, void* opts);
+
+    [LibraryImport(Lib, EntryPoint = "bpf_link_update")]
+    internal static partial int LinkUpdate(int linkFd, int newProgFd, void* opts);
+
     [LibraryImport(Lib, EntryPoint = "bpf_obj_pin", StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int ObjPin(int fd, string path);
 

@@ -31,6 +31,9 @@ public static class NodeProxy
         var options = new ProxyOptions { Listen = [o.Listen], Transparent = true, UpstreamMark = ProxyMarks.FromProxy };
         await using var proxy = await L7Proxy.StartAsync(options, new DatapathResolver(ipcache), policy, records.Post, cancellationToken: stop)
             .ConfigureAwait(false);
+        // The datapath's sk_lookup program hands the proxy new connections that meet one of its TIME_WAIT sockets.
+        using (var sockmap = Trellis.Bpf.BpfMap.OpenPinned(Path.Combine(o.PinRoot, Names.ProxySock)))
+            sockmap.Update(0u, (ulong)proxy.ListenSockets[0].Handle);
         if (o.PidFile is not null)
         {
             var tmp = o.PidFile + ".tmp";
