@@ -23,5 +23,6 @@ struct lb4_affinity_key abi_lb4_affinity_key;
 struct lb4_affinity abi_lb4_affinity;
 struct lb4_nat_key abi_lb4_nat_key;
 struct lb4_nat abi_lb4_nat;
+struct sock_key abi_sock_key;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -9,6 +9,7 @@
 #include "lib/maps.h"
 #include "lib/drop_reasons.h"
 #include "lib/events.h"
+#include "lib/policy.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -156,4 +157,79 @@ int sock_release(struct bpf_sock *ctx)
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	bpf_map_delete_elem(&trellis_lb4_sockets, &cookie);
 	return SYS_PROCEED;
+}
+
+/* --- same-node socket acceleration --- */
+
+static __always_inline struct ipcache_value *local_endpoint(__u32 addr)
+{
+	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
+	struct ipcache_value *v = bpf_map_lookup_elem(&trellis_ipcache, &k);
+	return v && (v->flags & IPCACHE_F_LOCAL_ENDPOINT) ? v : 0;
+}
+
+/* Whether the connection from client to server:port needs the L7 proxy on either side (then it must not be spliced:
+ * the proxy is its other end). Other policy verdicts were given by the TC programs on the handshake. */
+static __always_inline int needs_proxy(struct ipcache_value *client, struct ipcache_value *server, __u16 port)
+{
+	__u32 policy_id, flags;
+	if (!policy_check(client->ep_id, server->identity, port, IPPROTO_TCP_, DIR_EGRESS, &policy_id, &flags) &&
+	    (flags & POLICY_F_REDIRECT))
+		return 1;
+	if (!policy_check(server->ep_id, client->identity, port, IPPROTO_TCP_, DIR_INGRESS, &policy_id, &flags) &&
+	    (flags & POLICY_F_REDIRECT))
+		return 1;
+	return 0;
+}
+
+/* On the node's pod cgroup: an established TCP socket between two pods of this node (both ends local endpoints)
+ * whose connection needs no L7 proxy joins trellis_sock_accel. The handshake (and later FIN/RST) crossed the TC
+ * programs as usual: policy decided it and a flow event reported it. The agent removes a pod's sockets from the
+ * map whenever its policy changes, so their data goes back through TC, which checks every packet. */
+SEC("sockops")
+int sock_accel_ops(struct bpf_sock_ops *skops)
+{
+	__u32 zero = 0;
+	struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
+	if (!cfg || !(cfg->flags & CONFIG_F_SOCK_ACCEL) || skops->family != 2 /* AF_INET */)
+		return 1;
+	int active = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
+	if (!active && skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	struct ipcache_value *local = local_endpoint(skops->local_ip4);
+	if (!local)
+		return 1;
+	struct ipcache_value *remote = local_endpoint(skops->remote_ip4);
+	if (!remote)
+		return 1;
+	__u16 local_port = (__u16)skops->local_port;       /* host order */
+	__u16 remote_port = bpf_ntohs(skops->remote_port >> 16); /* network order in the upper half on little endian */
+	if (active ? needs_proxy(local, remote, remote_port) : needs_proxy(remote, local, local_port))
+		return 1;
+	struct sock_key k = {
+		.local = skops->local_ip4,
+		.remote = skops->remote_ip4,
+		.local_port = bpf_htons(local_port),
+		.remote_port = bpf_htons(remote_port),
+	};
+	bpf_sock_hash_update(skops, &trellis_sock_accel, &k, BPF_NOEXIST);
+	return 1;
+}
+
+/* Attached to trellis_sock_accel: a message sent on a spliced socket goes straight into its peer's receive queue.
+ * No peer in the map (it closed, or the agent took it out after a policy change) = the normal path through TCP/IP
+ * and TC. */
+SEC("sk_msg")
+int sock_accel_msg(struct sk_msg_md *msg)
+{
+	struct sock_key peer = {
+		.local = msg->remote_ip4,
+		.remote = msg->local_ip4,
+		.local_port = (__u16)(msg->remote_port >> 16),
+		.remote_port = bpf_htons((__u16)msg->local_port),
+	};
+	/* Without a peer in the map the helper sets no target and says SK_DROP; passing then takes the normal path
+	 * (returning its SK_DROP would discard the data). */
+	bpf_msg_redirect_hash(msg, &trellis_sock_accel, &peer, BPF_F_INGRESS);
+	return SK_PASS;
 }

@@ -45,6 +45,7 @@ struct node_config {
 };
 #define CONFIG_F_AUDIT 1          /* policy audit mode for every endpoint */
 #define CONFIG_F_NO_FLOW_EVENTS 2 /* send no flow events (to measure what they cost); counters still count */
+#define CONFIG_F_SOCK_ACCEL 4     /* same-node socket acceleration: TCP between two local pods spliced socket to socket */
 
 /* Per-endpoint policy: an LPM trie per endpoint (inner map of trellis_policy, keyed by endpoint id).
  * Key bits after prefixlen: identity (32) | direction (8) | protocol (8) | port (16, network order).
@@ -240,6 +241,16 @@ struct lb4_nat {
 #define COUNTER_LB_NAT 6 /* packets translated per packet at TC (NodePort DNAT and its reverse) */
 #define COUNTER_MAX 8
 
+/* Same-node socket acceleration (bpf/sock.c): established TCP sockets of local pods, keyed by their own
+ * (local, remote) addresses and ports, all in network byte order. A message sent on one is moved straight to its
+ * peer's receive queue (sk_msg + bpf_msg_redirect_hash), skipping TCP/IP and the TC programs. */
+struct sock_key {
+	__u32 local;
+	__u32 remote;
+	__u16 local_port;
+	__u16 remote_port;
+};
+
 #ifdef __TRELLIS_MAPS__
 
 struct {
@@ -389,5 +400,13 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_proxy_sock SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_sock_accel SEC(".maps");
 
 #endif

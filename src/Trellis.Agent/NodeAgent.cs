@@ -839,6 +839,9 @@ public sealed class NodeAgent : IDisposable
         if (!unchanged || attach)
         {
             PolicyMapWrites++;
+            // Spliced sockets skip the TC programs: take this pod's out so the new policy applies to their packets.
+            if (!attach)
+                _dp.EvictAcceleratedSockets(NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
             // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
             _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
                 e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
@@ -908,16 +911,19 @@ public sealed class NodeAgent : IDisposable
         {
             if (c.PolicyAuditMode is { } audit) _store.Put("config/policy-audit-mode", audit ? "true" : "false");
             if (c.FlowEvents is { } events) _store.Put("config/flow-events", events ? "true" : "false");
+            if (c.SocketAcceleration is { } accel) _store.Put("config/socket-acceleration", accel ? "true" : "false");
             ApplyNodeConfig();
+            if (c.SocketAcceleration == false)
+                _dp.EvictAcceleratedSockets(); // spliced connections go back through TCP/IP and TC
             return Config();
         }
     }
 
     private void ApplyNodeConfig() =>
         _dp.SetNodeConfig(audit: _store.Get("config/policy-audit-mode") == "true", flowEvents: _store.Get("config/flow-events") != "false",
-            proxyPort: _opt.ProxyPort);
+            proxyPort: _opt.ProxyPort, socketAcceleration: _store.Get("config/socket-acceleration") == "true");
 
-    public ConfigDto Config() => new(_dp.AuditMode, _dp.FlowEvents);
+    public ConfigDto Config() => new(_dp.AuditMode, _dp.FlowEvents, _dp.SocketAcceleration);
 
     public EndpointDto SetEndpointConfig(string ns, string pod, EndpointConfigDto c)
     {

@@ -83,7 +83,7 @@ public sealed record EndpointDto(
 
 /// <summary>Node-wide settings; in a change request a null field is left as it is.</summary>
 /// <param name="FlowEvents">Whether the datapath reports flows at all (off only to measure what they cost).</param>
-public sealed record ConfigDto(bool? PolicyAuditMode = null, bool? FlowEvents = null);
+public sealed record ConfigDto(bool? PolicyAuditMode = null, bool? FlowEvents = null, bool? SocketAcceleration = null);
 public sealed record EndpointConfigDto(bool PolicyAuditMode);
 
 public sealed record IdentityDto(uint Id, IReadOnlyDictionary<string, string> Labels, int Endpoints);

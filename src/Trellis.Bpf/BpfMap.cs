@@ -61,6 +61,10 @@ public sealed unsafe class BpfMap : IDisposable
         }
     }
 
+    /// <summary>Attaches a program to this map (sockmap/sockhash verdict programs); a second attach replaces the first.</summary>
+    public void AttachProgram(BpfProgram program, BpfMapAttachType type) =>
+        BpfException.Check(LibBpf.ProgAttach(program.Fd, Fd, (int)type, 0), $"attach {program.Name} to map {Name} ({type})");
+
     /// <summary>Opens a map pinned on bpffs.</summary>
     public static BpfMap OpenPinned(string path)
     {
@@ -238,4 +242,10 @@ public sealed unsafe class BpfMap : IDisposable
     {
         if (_owner is null) _fd?.Dispose();
     }
+}
+
+/// <summary>Attach points of programs on sockmaps/sockhashes (enum bpf_attach_type).</summary>
+public enum BpfMapAttachType
+{
+    SkMsgVerdict = 7,
 }

@@ -200,6 +200,8 @@ public struct NodeConfig
 {
     public const uint FlagAudit = 1;
     public const uint FlagNoFlowEvents = 2;
+    /// <summary>Same-node socket acceleration (sock_ops + sk_msg) is on.</summary>
+    public const uint FlagSockAccel = 4;
     [FieldOffset(0)] public uint Flags;
     [FieldOffset(4)] public ushort ProxyPortBe; // 0 = no L7 proxy
 }
@@ -312,6 +314,16 @@ public static class Counters
     public const uint Max = 8;
 }
 
+/// <summary>Key of trellis_sock_accel: a spliced socket's own (local, remote) addresses and ports, network order.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 12)]
+public struct SockKey
+{
+    [FieldOffset(0)] public uint Local;
+    [FieldOffset(4)] public uint Remote;
+    [FieldOffset(8)] public ushort LocalPortBe;
+    [FieldOffset(10)] public ushort RemotePortBe;
+}
+
 /// <summary>skb marks shared by the datapath, the node's policy routing and the L7 proxy's sockets (bpf/lib/maps.h).</summary>
 public static class ProxyMarks
 {
@@ -343,6 +355,8 @@ public static class Names
     public const string FromContainer = "from_container";
     public const string ToContainer = "to_container";
     public const string ProxyLookup = "proxy_lookup";
+    public const string SockAccel = "trellis_sock_accel";
+    public const string SockAccelMsg = "sock_accel_msg";
     public const string ProxySock = "trellis_proxy_sock";
     public const uint PolicyMaxEntries = 16384;
 }

@@ -29,6 +29,8 @@ public sealed class NodeDatapath : IDisposable
     public BpfMap Lb4Backends { get; }
     public BpfMap Lb4Nat { get; }
     public BpfMap Lb4Maglev { get; }
+    /// <summary>trellis_sock_accel: spliced same-node TCP sockets (sockhash).</summary>
+    public BpfMap SockAccel { get; }
     public BpfProgram FromNetdev { get; }
 
     private static readonly (string Program, CgroupAttachType Type)[] SockPrograms =
@@ -38,6 +40,7 @@ public sealed class NodeDatapath : IDisposable
         ("sock4_recvmsg", CgroupAttachType.Udp4Recvmsg),
         ("sock4_getpeername", CgroupAttachType.Inet4Getpeername),
         ("sock_release", CgroupAttachType.InetSockRelease),
+        ("sock_accel_ops", CgroupAttachType.SockOps),
     ];
 
     private NodeDatapath(BpfObject obj, BpfObject sock, BpfObject netdev, string pinRoot)
@@ -49,6 +52,7 @@ public sealed class NodeDatapath : IDisposable
         Lb4Backends = sock.Map(Names.Lb4Backends);
         Lb4Nat = netdev.Map(Names.Lb4Nat);
         Lb4Maglev = netdev.Map(Names.Lb4Maglev);
+        SockAccel = sock.Map(Names.SockAccel);
         FromNetdev = netdev.Program(Names.FromNetdev);
         PinRoot = pinRoot;
         Ipcache = obj.Map(Names.Ipcache);
@@ -172,14 +176,34 @@ public sealed class NodeDatapath : IDisposable
 
     /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
     /// whether flow events are sent at all.</summary>
-    public void SetNodeConfig(bool audit, bool flowEvents, ushort proxyPort = 0) =>
+    public void SetNodeConfig(bool audit, bool flowEvents, ushort proxyPort = 0, bool socketAcceleration = false) =>
         Config.Update(0u, new NodeConfig
         {
-            Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents),
+            Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents)
+                | (socketAcceleration ? NodeConfig.FlagSockAccel : 0),
             ProxyPortBe = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(proxyPort),
         });
 
-    public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents, ProxyPort);
+    public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents, ProxyPort, SocketAcceleration);
+
+    public bool SocketAcceleration => Config.TryLookup(0u, out NodeConfig c) && (c.Flags & NodeConfig.FlagSockAccel) != 0;
+
+    /// <summary>
+    /// Takes spliced sockets out of the acceleration map: those with <paramref name="ipv4"/> at either end, or all when
+    /// null. Their data then goes through TCP/IP and the TC programs again, which check the (new) policy per packet.
+    /// Returns how many were taken out.
+    /// </summary>
+    public int EvictAcceleratedSockets(uint? ipv4 = null)
+    {
+        int n = 0;
+        foreach (var k in SockAccel.Keys<SockKey>())
+            if ((ipv4 is null || k.Local == ipv4 || k.Remote == ipv4) && SockAccel.Delete(k))
+                n++;
+        return n;
+    }
+
+    /// <summary>Spliced sockets (two per same-node connection).</summary>
+    public int AcceleratedSockets => SockAccel.Keys<SockKey>().Count;
 
 
     /// <summary>The node's L7 proxy port (127.0.0.1), 0 when none is configured.</summary>
@@ -248,6 +272,8 @@ public sealed class NodeDatapath : IDisposable
                     Cgroup.DetachById(cgroupPath, id, type);
             Cgroup.Attach(cgroupPath, prog, type);
         }
+        // The message verdict program belongs to the sockhash itself (replaced in place by a new agent).
+        SockAccel.AttachProgram(_sock.Program(Names.SockAccelMsg), BpfMapAttachType.SkMsgVerdict);
     }
 
     // --- node devices and the per-packet load balancer ---

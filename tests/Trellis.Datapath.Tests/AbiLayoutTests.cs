@@ -32,6 +32,7 @@ public sealed class AbiLayoutTests : IDisposable
         ["lb4_frontend_key"] = (typeof(Lb4FrontendKey), new() { ["Address"] = "address", ["PortBe"] = "port", ["Proto"] = "proto" }),
         ["lb4_frontend"] = (typeof(Lb4Frontend), new() { ["Id"] = "id", ["Count"] = "count", ["AffinityTimeoutSeconds"] = "affinity_timeout_s", ["Flags"] = "flags" }),
         ["lb4_nat_key"] = (typeof(Lb4NatKey), new() { ["SAddr"] = "saddr", ["DAddr"] = "daddr", ["SPortBe"] = "sport", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
+        ["sock_key"] = (typeof(SockKey), new() { ["Local"] = "local", ["Remote"] = "remote", ["LocalPortBe"] = "local_port", ["RemotePortBe"] = "remote_port" }),
         ["lb4_nat"] = (typeof(Lb4Nat), new() { ["Address"] = "address", ["PortBe"] = "port", ["Closing"] = "closing", ["FrontendId"] = "frontend_id", ["Ifindex"] = "ifindex" }),
         ["lb4_affinity_key"] = (typeof(Lb4AffinityKey), new() { ["NetnsCookie"] = "netns_cookie", ["FrontendId"] = "frontend_id" }),
         ["lb4_affinity"] = (typeof(Lb4Affinity), new() { ["LastUsedNs"] = "last_used_ns", ["Slot"] = "slot", ["BackendAddress"] = "backend_address", ["BackendPortBe"] = "backend_port" }),
@@ -158,6 +159,7 @@ public sealed class AbiLayoutTests : IDisposable
         Same(d, "CONFIG_F_NO_FLOW_EVENTS", NodeConfig.FlagNoFlowEvents);
         Same(d, "POLICY_F_REDIRECT", PolicyValue.FlagRedirect);
         Same(d, "IPCACHE_F_L7_INGRESS", IpcacheValue.FlagL7Ingress);
+        Same(d, "CONFIG_F_SOCK_ACCEL", NodeConfig.FlagSockAccel);
         Same(d, "POLICY_F_VISIBILITY", PolicyValue.FlagVisibility);
         Same(d, "EP_F_REDIRECT_INGRESS", EndpointInfo.FlagRedirectIngress);
         Same(d, "EP_F_REDIRECT_EGRESS", EndpointInfo.FlagRedirectEgress);

@@ -18,6 +18,10 @@ internal static class ConfigCommands
     {
         var audit = new Option<string?>("--policy-audit-mode") { Description = "on: policy drops pass and are reported as AUDIT (observe posture); off: enforce" };
         var events = new Option<string?>("--flow-events") { Description = "on (default): the datapath reports flows; off: it reports nothing (to measure what flow events cost)" };
+        var accel = new Option<string?>("--socket-acceleration")
+        {
+            Description = "on: TCP between two pods of this node is spliced socket to socket (sock_ops + sk_msg), skipping TCP/IP and TC once the policy allowed the handshake; not for flows through the L7 proxy. off (default): every packet crosses the stack",
+        };
         var cmd = new Command("config", """
             Show or change node-wide agent settings.
 
@@ -25,17 +29,21 @@ internal static class ConfigCommands
               trellis config
               trellis config --policy-audit-mode on
               trellis config --flow-events off
+              trellis config --socket-acceleration on
             """);
         cmd.Options.Add(audit);
         cmd.Options.Add(events);
+        cmd.Options.Add(accel);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             using var c = Global.Client(r);
             bool? a = r.GetValue(audit) is { } v ? ParseOnOff(v) : null;
             bool? e = r.GetValue(events) is { } ev ? ParseOnOff(ev, "flow-events") : null;
-            var cfg = a is null && e is null ? await c.ConfigAsync(ct) : await c.SetConfigAsync(new ConfigDto(a, e), ct);
+            bool? s = r.GetValue(accel) is { } sv ? ParseOnOff(sv, "socket-acceleration") : null;
+            var cfg = a is null && e is null && s is null ? await c.ConfigAsync(ct) : await c.SetConfigAsync(new ConfigDto(a, e, s), ct);
             Console.WriteLine($"policy-audit-mode: {(cfg.PolicyAuditMode == true ? "on" : "off")}");
             Console.WriteLine($"flow-events: {(cfg.FlowEvents != false ? "on" : "off")}");
+            Console.WriteLine($"socket-acceleration: {(cfg.SocketAcceleration == true ? "on" : "off")}");
             return 0;
         }));
         return cmd;
@@ -47,6 +55,10 @@ internal static class ConfigCommands
         var pod = new Argument<string>("pod") { Description = "Pod name" };
         var ns = new Option<string>("--namespace", "-n") { Description = "Pod namespace", DefaultValueFactory = _ => "default" };
         var audit = new Option<string>("--policy-audit-mode") { Description = "on or off, for this endpoint only", Required = true };
+        var accel = new Option<string?>("--socket-acceleration")
+        {
+            Description = "on: TCP between two pods of this node is spliced socket to socket (sock_ops + sk_msg), skipping TCP/IP and TC once the policy allowed the handshake; not for flows through the L7 proxy. off (default): every packet crosses the stack",
+        };
         var cmd = new Command("config", """
             Change an endpoint's settings: policy audit mode for one pod, to roll a policy out in observe posture.
 

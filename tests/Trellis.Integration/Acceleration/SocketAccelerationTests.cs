@@ -1,0 +1,87 @@
+using Trellis.Api;
+using Trellis.Integration.Infrastructure;
+using static Trellis.Integration.Infrastructure.Labs;
+
+namespace Trellis.Integration.Acceleration;
+
+/// <summary>
+/// Same-node socket acceleration (`trellis config --socket-acceleration on`): TCP between two pods of the node is
+/// spliced socket to socket after the handshake, so its data skips TCP/IP and the TC programs — and still the policy
+/// cuts it, a half-close delivers every byte before the EOF, a reset is a reset, and flows through the L7 proxy are
+/// left alone.
+/// </summary>
+[Collection(LabCollectionA.Name)]
+[Trait("Requires", "root")]
+public sealed class SocketAccelerationTests
+{
+    private static async Task<ulong> TcPacketsAsync(TestLab lab) => (await lab.Agent.StatusAsync()).PacketsForwarded;
+
+    [Fact]
+    public async Task Spliced_connection_skips_tc_and_a_policy_change_still_cuts_it()
+    {
+        await using var lab = await ShopAsync();
+        Assert.True((await lab.Agent.SetConfigAsync(new ConfigDto(SocketAcceleration: true))).SocketAcceleration);
+        var client = lab.Pod("shop", "client");
+        var serverIp = await lab.IpAsync("shop", "server");
+
+        // 20 MB through the echo server and back: with splicing only the handshake and the FINs cross TC.
+        var before = await TcPacketsAsync(lab);
+        var bulk = await client.ExecAsync(TimeSpan.FromSeconds(60), "sh", "-c",
+            $"head -c 20000000 /dev/zero | socat -t5 - TCP:{serverIp}:{TcpEcho} | wc -c");
+        var tcPackets = await TcPacketsAsync(lab) - before;
+        Assert.True(bulk.Ok && bulk.Stdout.Trim() == "20000000", $"every byte came back, then EOF: {bulk}");
+        Assert.True(tcPackets < 100, $"{tcPackets} packets crossed the TC programs for 40 MB of spliced data");
+
+        // The same without acceleration: the data crosses TC (the control for the check above).
+        await lab.Agent.SetConfigAsync(new ConfigDto(SocketAcceleration: false));
+        before = await TcPacketsAsync(lab);
+        bulk = await client.ExecAsync(TimeSpan.FromSeconds(60), "sh", "-c",
+            $"head -c 20000000 /dev/zero | socat -t5 - TCP:{serverIp}:{TcpEcho} | wc -c");
+        Assert.True(bulk.Ok && bulk.Stdout.Trim() == "20000000", bulk.ToString());
+        Assert.True(await TcPacketsAsync(lab) - before > 1000, "without acceleration the data crosses TC");
+
+        // An open spliced connection is cut when the policy stops allowing it (the agent takes the pod's sockets out of
+        // the splice map, and TC drops their packets), like any other connection.
+        await lab.Agent.SetConfigAsync(new ConfigDto(SocketAcceleration: true));
+        var conn = client.OpenEcho(serverIp, TcpEcho);
+        await conn.AssertWorksAsync("spliced, without policy");
+        before = await TcPacketsAsync(lab);
+        await Task.Delay(1000);
+        Assert.True(await TcPacketsAsync(lab) - before < 5, "the open echo connection's data does not cross TC while spliced");
+
+        await lab.ApplyPolicyAsync(ServerIngressFromClient("other-port-only", (TcpEcho2, "TCP")));
+        var applied = DateTime.UtcNow;
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.False(await conn.EchoesSinceAsync(DateTime.UtcNow, TimeSpan.FromSeconds(1.5)),
+            $"the spliced connection still carried echoes after the policy (last {conn.LastEcho:HH:mm:ss.fff}, applied {applied:HH:mm:ss.fff})");
+        await lab.WaitForFlowAsync(f => f.Verdict == "DROPPED" && f.Source.Pod == "client" && f.Destination.Port == TcpEcho
+            && f.DropReason == "policy denied" && !f.TcpFlags.Contains("SYN"), "DROPPED (established) client -> server:7000");
+    }
+
+    [Fact]
+    public async Task A_reset_on_a_spliced_connection_reaches_the_other_end_as_a_reset()
+    {
+        await using var lab = await ShopAsync();
+        await lab.Agent.SetConfigAsync(new ConfigDto(SocketAcceleration: true));
+        var client = lab.Pod("shop", "client");
+        var serverIp = await lab.IpAsync("shop", "server");
+
+        // The client sends, reads the echo (spliced by then), and aborts with SO_LINGER 0 (RST) while the echo server
+        // is still reading; the server side must see the reset: socat exits and a new connection is served by a new child.
+        const string script = """
+            import socket, struct, sys
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+            s.sendall(b'ping\n')
+            print(s.recv(16).decode().strip())
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            s.close()
+            t = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+            t.sendall(b'again\n'); print(t.recv(16).decode().strip())
+            """;
+        var r = await client.ExecAsync(TimeSpan.FromSeconds(20), "/usr/bin/python3", "-c", script, serverIp, TcpEcho.ToString());
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(["ping", "again"], r.Stdout.Trim().Split('\n'));
+        await lab.WaitForFlowAsync(f => f.Source.Pod == "client" && f.Destination.Port == TcpEcho && f.TcpFlags.Contains("SYN"),
+            "the spliced connections' handshakes still reported as flows");
+    }
+}
