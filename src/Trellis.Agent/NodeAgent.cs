@@ -1026,7 +1026,9 @@ public sealed class NodeAgent : IDisposable
                 Flows.Capacity,
                 _devices,
                 _dp.Counter(Counters.LbNat),
-                ProxyStatus());
+                ProxyStatus(),
+                _dp.SocketAcceleration,
+                _dp.AcceleratedSockets);
         }
     }
 

@@ -37,7 +37,9 @@ public sealed record StatusResponse(
     int FlowStoreCapacity,
     IReadOnlyList<DeviceDto>? Devices = null,
     ulong ServicePacketsTranslated = 0,
-    ProxyStatusDto? Proxy = null);
+    ProxyStatusDto? Proxy = null,
+    bool SocketAcceleration = false,
+    int AcceleratedSockets = 0); // spliced same-node TCP sockets (two per connection)
 
 /// <summary>The node's L7 proxy: where it listens (0 = disabled), its pid (0 = not running), how often it was
 /// restarted, the L7 records received and those the proxy reported lost (queue full or no agent listening).</summary>

@@ -28,6 +28,7 @@ internal static class StatusCommands
             o.MarkupLine($"[bold]Flows[/]:       {s.FlowsSeen} seen, {s.FlowStoreSize}/{s.FlowStoreCapacity} in store");
             o.MarkupLine($"[bold]Policy maps[/]: {s.PolicyMapWrites} written since start");
             o.MarkupLine($"[bold]Services[/]:    {s.Services}; {s.ServiceConnectsTranslated} connections load-balanced, {s.ServiceConnectsRefused} refused (no backend)");
+            o.MarkupLine($"[bold]Socket accel[/]: {(s.SocketAcceleration ? $"on, {s.AcceleratedSockets} spliced sockets (same-node TCP skipping TCP/IP and TC)" : "off")}");
             if (s.Proxy is { } px)
                 o.MarkupLine(px.Port == 0 ? "[bold]L7 proxy[/]:    disabled (--proxy-port 0): policies with HTTP rules are refused"
                     : $"[bold]L7 proxy[/]:    {(px.Pid != 0 ? $"[green]running[/] pid {px.Pid}" : "[red]not running[/] (flows that need it are refused)")} on 127.0.0.1:{px.Port}, "
