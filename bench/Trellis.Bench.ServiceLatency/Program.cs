@@ -37,6 +37,7 @@ if (args.Contains("--help") || args.Contains("-h"))
           --cpu N             pin nginx and wrk to CPU N (default: the last CPU); see docs/performance.md for why
           --no-pin            let the scheduler place nginx and wrk
           --compare WHAT      service (default): direct vs ClusterIP; events: direct with flow events off vs on;
+                              accel: direct with same-node socket acceleration off vs on;
                               l7: direct (L4 policy) vs through the node's L7 proxy (an egress policy with
                               rules.http on a second nginx port), plus the proxy's CPU time per request and RSS
           --sidecars          with --compare l7: also run through two HAProxy sidecars (client pod -> server pod
@@ -82,10 +83,13 @@ bool bpfStats = args.Contains("--bpf-stats");
 // observability costs (issue 5: within 5%).
 // --compare l7: direct (L4 policy only) vs the same requests through the node's L7 proxy (issue 6), optionally
 // also through two HAProxy sidecars (--sidecars).
+// --compare accel: the same direct runs with same-node socket acceleration off (baseline) and on (issue 7: above
+// the kernel TCP stack's rate).
 var compare = Opt("--compare") ?? "service";
-if (compare is not ("service" or "events" or "l7"))
-    return Fail($"--compare takes service (ClusterIP vs direct, the default), events (flow events on vs off) or l7 (direct vs the node's L7 proxy), not '{compare}'");
+if (compare is not ("service" or "events" or "l7" or "accel"))
+    return Fail($"--compare takes service (ClusterIP vs direct, the default), events (flow events on vs off), l7 (direct vs the node's L7 proxy) or accel (socket acceleration off vs on), not '{compare}'");
 bool compareEvents = compare == "events";
+bool compareAccel = compare == "accel";
 bool compareL7 = compare == "l7";
 bool sidecars = args.Contains("--sidecars");
 if (sidecars && !compareL7)
@@ -204,6 +208,8 @@ try
     // The first target is the baseline every ratio is taken against.
     var targets = compareEvents
         ? new[] { new Target("events off", direct, FlowEvents: false), new Target("events on", direct, FlowEvents: true) }
+        : compareAccel
+        ? new[] { new Target("accel off", direct, SocketAcceleration: false), new Target("accel on", direct, SocketAcceleration: true) }
         : compareL7
         ? sidecars
             ? new[] { new Target("direct", direct), new Target("L7 proxy", proxied, Via: Hop.NodeProxy), new Target("sidecars", viaSidecars, Via: Hop.Sidecars) }
@@ -283,6 +289,8 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
 {
     if (t.FlowEvents is { } on)
         RunTrellis("config", "--flow-events", on ? "on" : "off", "--node", node);
+    if (t.SocketAcceleration is { } accelOn)
+        RunTrellis("config", "--socket-acceleration", accelOn ? "on" : "off", "--node", node);
     var s0 = await agent.StatusAsync(ct);
     var progs0 = bpfStats ? ProgramStats(s0) : [];
     // --compare l7: the proxy's and the sidecars' CPU time, and the requests the agent saw from the proxy, on every
@@ -356,7 +364,7 @@ string Report(Case[] cases, Target[] targets, List<Run> runs, string serverIp)
         ? $"direct = http://{serverIp}:8080/ (client egress allowed at L4), L7 proxy = http://{serverIp}:{ProxiedPort}/ (client egress " +
           "allowed with rules.http [{method: GET, path: \"/.*\"}]: the datapath hands the connection to the node's proxy, which checks every request)" +
           (sidecars ? $", sidecars = http://127.0.0.1:{ClientSidecarPort}/ (HAProxy in the client pod -> {serverIp}:{SidecarPort} HAProxy in the server pod -> nginx on 127.0.0.1:8080)" : "")
-        : compareEvents ? $"both direct to http://{serverIp}:8080/"
+        : compareEvents || compareAccel ? $"both direct to http://{serverIp}:8080/"
         : $"direct = http://{serverIp}:8080/, ClusterIP = http://{ClusterIp}/ (port 80 -> 8080, one backend)";
     sb.AppendLine($"{rounds} rounds x {cases.Length} cases x ({string.Join(", ", targets.Select(t => t.Name))}), {duration} s per wrk run, nginx {nginxWorkers} worker(s), " +
         (pin.Length > 0 ? $"nginx and wrk pinned to CPU {cpu}" + (compareL7 ? " (the proxy and sidecars are not pinned)" : "") + ", " : "nginx and wrk placed by the scheduler, ") +
@@ -852,7 +860,8 @@ internal sealed record Case(string Key, string Name, int Threads, int Connection
 /// <param name="Service">Through the ClusterIP: every connect must be translated by the socket load balancer.</param>
 /// <param name="FlowEvents">Set the node's flow events on/off before each run (null: leave as they are).</param>
 /// <param name="Via">The proxies on the path (--compare l7).</param>
-internal sealed record Target(string Name, string Url, bool Service = false, bool? FlowEvents = null, Hop Via = Hop.Direct);
+internal sealed record Target(string Name, string Url, bool Service = false, bool? FlowEvents = null, Hop Via = Hop.Direct,
+    bool? SocketAcceleration = null);
 internal enum Hop { Direct, NodeProxy, Sidecars }
 /// <param name="AgentTicks">CPU time (USER_HZ ticks) of the agent, the node proxy and the sidecars during the run.</param>
 /// <param name="Proxied">HTTP records the agent received from the node proxy during the run.</param>
