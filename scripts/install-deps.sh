@@ -16,7 +16,9 @@ fi
 # prometheus (the real server) scrapes the agent's metrics endpoint in tests/Trellis.Integration/Observability.
 # graphviz (dot) renders `trellis map` as SVG/PNG.
 # python3-grpcio (gRPC's C core) is the third-party client the Hubble observer tests talk to over TCP.
-packages=(clang llvm gcc libc6-dev libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps coreutils kmod python3 socat curl ca-certificates nginx wrk prometheus graphviz python3-grpcio haproxy)
+# bench/Trellis.Bench.Mesh: iperf3 (TCP throughput between pods), nftables (the sidecar model's interception in its
+# pods), gnuplot-nox (the results chart as PNG, no X11).
+packages=(clang llvm gcc libc6-dev libbpf-dev libbpf1 bpftool libelf-dev iproute2 util-linux procps coreutils kmod python3 socat curl ca-certificates nginx wrk prometheus graphviz python3-grpcio haproxy iperf3 nftables gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
