@@ -19,3 +19,4 @@ echo "$passed passed, $failed failed"
 # The benchmarks are not tests (no thresholds, figures go to docs/performance.md), but a short smoke run of each
 # keeps them from rotting: it must build its lab, measure, report and clean up.
 dotnet run -c Release --no-build --project bench/Trellis.Bench.ControlPlane -- --quick
+dotnet run -c Release --no-build --project bench/Trellis.Bench.Mesh -- --quick
