@@ -302,8 +302,15 @@ public sealed class LabRunner(LabOptions options)
 
     private static void RemoveIfEmpty(string dir)
     {
-        if (Directory.Exists(dir) && !Directory.EnumerateDirectories(dir).Any() && !Directory.EnumerateFiles(dir).Any(f => !IsCgroupControlFile(f)))
-            Directory.Delete(dir);
+        try
+        {
+            if (Directory.Exists(dir) && !Directory.EnumerateDirectories(dir).Any() && !Directory.EnumerateFiles(dir).Any(f => !IsCgroupControlFile(f)))
+                Directory.Delete(dir);
+        }
+        catch (Exception e) when (e is DirectoryNotFoundException or IOException)
+        {
+            // Another lab going down (or coming up) at the same time removed it or put something in it: either is fine.
+        }
     }
 
     // A cgroup directory always lists its interface files; it is empty when it has no child cgroups.
