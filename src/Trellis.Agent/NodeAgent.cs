@@ -895,7 +895,7 @@ public sealed class NodeAgent : IDisposable
         | (e.State.PolicyAuditMode ? EndpointInfo.FlagAudit : 0)
         | (HasDeny(e, Direction.Ingress) ? EndpointInfo.FlagDenyIngress : 0)
         | (HasDeny(e, Direction.Egress) ? EndpointInfo.FlagDenyEgress : 0)
-        | (e.Installed is { } p && p.HttpRules.Keys.Any(k => k.Direction == Direction.Ingress) ? EndpointInfo.FlagRedirectIngress : 0)
+        | (e.Installed is { } p && IngressL7(p) ? EndpointInfo.FlagRedirectIngress : 0)
         | (e.Installed is { } q && q.HttpRules.Keys.Any(k => k.Direction == Direction.Egress) ? EndpointInfo.FlagRedirectEgress : 0);
 
     private static bool HasDeny(EndpointRuntime e, Direction d) =>

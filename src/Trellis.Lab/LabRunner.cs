@@ -316,58 +316,34 @@ public sealed class LabRunner(LabOptions options)
     // A cgroup directory always lists its interface files; it is empty when it has no child cgroups.
     private static bool IsCgroupControlFile(string f) => Path.GetFileName(f).Contains('.');
 
-    private static void StopAgent(string node, Action<string>? progress)
+    private static void StopAgent(string node, Action<string>? progress) =>
+        Stop(Path.Combine(AgentPaths.RunDir(node), "agent.pid"), "agent", argv => argv.Contains("agent") && argv.Contains(node), progress);
+
+    /// <summary>The node's L7 proxy outlives the agent on purpose (it keeps enforcing while the agent restarts).</summary>
+    private static void StopProxy(string node, Action<string>? progress) =>
+        Stop(Path.Combine(AgentPaths.RunDir(node), "proxy.pid"), "L7 proxy",
+            argv => argv.Any(a => a.EndsWith("trellis-proxy", StringComparison.Ordinal)) && argv.Contains(node), progress);
+
+    /// <summary>SIGTERM, then SIGKILL after 5 s, to the process in <paramref name="pidFile"/> if its command line is
+    /// still the one expected (a pid may have been reused).</summary>
+    private static void Stop(string pidFile, string what, Func<string[], bool> isIt, Action<string>? progress)
     {
-        var pidFile = Path.Combine(AgentPaths.RunDir(node), "agent.pid");
         if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid)) return;
         Process proc;
         try { proc = Process.GetProcessById(pid); }
         catch (ArgumentException) { return; } // already gone
         using (proc)
         {
-            if (!IsAgent(pid, node)) return; // the pid was reused by something else
-            progress?.Invoke($"stopping agent (pid {pid})");
-            Shell.Run("kill", ["-TERM", pid.ToString()], check: false);
-            if (!proc.WaitForExit(5000))
-                proc.Kill();
-            proc.WaitForExit(5000);
-        }
-    }
-
-    /// <summary>The node's L7 proxy outlives the agent on purpose (it keeps enforcing while the agent restarts).</summary>
-    private static void StopProxy(string node, Action<string>? progress)
-    {
-        var pidFile = Path.Combine(AgentPaths.RunDir(node), "proxy.pid");
-        if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid)) return;
-        Process proc;
-        try { proc = Process.GetProcessById(pid); }
-        catch (ArgumentException) { return; }
-        using (proc)
-        {
             try
             {
-                var argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
-                if (!argv.Any(a => a.EndsWith("trellis-proxy", StringComparison.Ordinal)) || !argv.Contains(node)) return;
+                if (!isIt(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0'))) return;
             }
             catch (IOException) { return; }
-            progress?.Invoke($"stopping L7 proxy (pid {pid})");
+            progress?.Invoke($"stopping {what} (pid {pid})");
             Shell.Run("kill", ["-TERM", pid.ToString()], check: false);
             if (!proc.WaitForExit(5000))
                 proc.Kill();
             proc.WaitForExit(5000);
-        }
-    }
-
-    private static bool IsAgent(int pid, string node)
-    {
-        try
-        {
-            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
-            return cmdline.Contains("agent") && cmdline.Contains(node);
-        }
-        catch (IOException)
-        {
-            return false;
         }
     }
 }
