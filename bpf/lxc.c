@@ -96,6 +96,34 @@ static __always_inline int audit_mode(const struct endpoint_info *ep)
 	return cfg && (cfg->flags & CONFIG_F_AUDIT);
 }
 
+/* The identities of both ends (and the destination's ipcache entry at egress). Looked up only where needed: not for
+ * replies nor for packets whose flow has a valid cached verdict. */
+struct peers {
+	__u32 src_id, dst_id, remote_id;
+	struct ipcache_value *dst;
+};
+
+static __always_inline void resolve_peers(const struct pkt *p, const struct endpoint_info *ep, __u8 dir, struct peers *r)
+{
+	if (dir == DIR_EGRESS) {
+		r->src_id = ep->identity;
+		r->dst = ipcache_lookup(p->daddr);
+		r->dst_id = r->dst ? r->dst->identity : IDENTITY_WORLD;
+		r->remote_id = r->dst_id;
+	} else {
+		r->src_id = ipcache_identity(p->saddr);
+		r->dst_id = ep->identity;
+		r->remote_id = r->src_id;
+	}
+}
+
+static __always_inline __u32 current_policy_gen(void)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&trellis_policy_gen, &zero);
+	return gen ? *gen : 0;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct pkt p = {};
@@ -111,35 +139,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	if (ret)
 		return drop(skb, &p, ep->ep_id, 0, 0, ret, dir);
+	if (dir == DIR_EGRESS && p.saddr != ep->ipv4)
+		return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
 
-	__u32 src_id, dst_id, remote_id;
-	__u32 enforce, has_deny; /* has_deny: deny or redirect entries, looked up even when the direction is not enforced */
-	struct ipcache_value *dst = 0;
-	if (dir == DIR_EGRESS) {
-		if (p.saddr != ep->ipv4)
-			return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
-		src_id = ep->identity;
-		dst = ipcache_lookup(p.daddr);
-		dst_id = dst ? dst->identity : IDENTITY_WORLD;
-		remote_id = dst_id;
-		enforce = ep->flags & EP_F_ENFORCE_EGRESS;
-		has_deny = ep->flags & (EP_F_DENY_EGRESS | EP_F_REDIRECT_EGRESS);
-	} else {
-		src_id = ipcache_identity(p.saddr);
-		dst_id = ep->identity;
-		remote_id = src_id;
-		enforce = ep->flags & EP_F_ENFORCE_INGRESS;
-		has_deny = ep->flags & (EP_F_DENY_INGRESS | EP_F_REDIRECT_INGRESS);
-	}
-
+	struct peers id = {};
 	struct ct_entry *ct;
 	enum ct_result ctr = ct_lookup(&p, dir, &ct);
 	if (ctr == CT_REPLY) {
 		if (ct->from_proxy && dir == DIR_EGRESS) {
 			/* The server answers the proxy's upstream connection, which is bound to the client's address:
 			 * deliver it to the proxy's socket, not to the client. */
-			if (to_proxy(skb, &p, 0))
-				return drop(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir);
+			if (to_proxy(skb, &p, 0)) {
+				resolve_peers(&p, ep, dir, &id);
+				return drop(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir);
+			}
 			counter_inc(COUNTER_FORWARDED);
 			return TC_ACT_OK;
 		}
@@ -149,24 +162,42 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
+	__u32 enforce, has_deny; /* has_deny: deny or redirect entries, looked up even when the direction is not enforced */
+	if (dir == DIR_EGRESS) {
+		enforce = ep->flags & EP_F_ENFORCE_EGRESS;
+		has_deny = ep->flags & (EP_F_DENY_EGRESS | EP_F_REDIRECT_EGRESS);
+	} else {
+		enforce = ep->flags & EP_F_ENFORCE_INGRESS;
+		has_deny = ep->flags & (EP_F_DENY_INGRESS | EP_F_REDIRECT_INGRESS);
+	}
+
+	/* Original direction, new or established: policy applies to every packet, so removing a rule cuts flows it
+	 * used to allow. An established flow whose allowed verdict was cached under the current generation (nothing
+	 * it depends on changed since) reuses it without looking anything up. */
+	__u32 gen = current_policy_gen();
+	int cached = ctr == CT_ESTABLISHED && gen && ct->policy_gen == gen;
+	if (!cached)
+		resolve_peers(&p, ep, dir, &id);
+
 	/* A new flow the TC load balancer DNATed (NodePort): its replies need their source translated back, and
 	 * its flow records name the service. Looked up once per flow, not per packet. */
 	__u32 frontend_id = ctr == CT_NEW && dir == DIR_INGRESS ? nat_frontend(&p) : 0;
 
-	/* Original direction, new or established: policy applies to every packet,
-	 * so removing a rule cuts flows it used to allow. */
 	__u32 policy_id = 0, policy_flags = 0;
 	__u8 verdict = VERDICT_FORWARDED;
 	int reason = 0;
-	if (enforce || has_deny) {
+	if (cached) {
+		policy_id = ct->policy_id;
+		policy_flags = ct->policy_flags;
+	} else if (enforce || has_deny) {
 		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
-		reason = policy_check(ep->ep_id, remote_id, port, p.proto, dir, &policy_id, &policy_flags);
+		reason = policy_check(ep->ep_id, id.remote_id, port, p.proto, dir, &policy_id, &policy_flags);
 		/* Not enforced: only a deny rule drops (the lookup was for deny or L7 redirect entries). */
 		if (!enforce && reason == REASON_POLICY_DENIED)
 			reason = 0;
 		if (reason) {
 			if (!audit_mode(ep))
-				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, reason, dir, policy_id, frontend_id);
+				return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, reason, dir, policy_id, frontend_id);
 			/* Audit: the would-be drop passes and is reported once per flow. */
 			verdict = VERDICT_AUDIT;
 		}
@@ -175,43 +206,55 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* HTTP rules: the connection goes through the node's L7 proxy, for every packet of the original direction
 	 * (the stack would otherwise route it to the destination). bpf_sk_assign works only at TC ingress, so a pod
 	 * client is redirected here, at its from_container, for its own egress rules and for the ingress rules of a
-	 * destination on this node. The proxy checks both sides; its upstream connection (marked) passes the
-	 * destination's to_container with the normal L4 check. */
+	 * destination on this node (policy_flags then become the destination's: what the cache keeps). The proxy
+	 * checks both sides; its upstream connection (marked) passes the destination's to_container with the normal
+	 * L4 check. */
 	__u8 from_proxy = 0;
 	if (verdict == VERDICT_FORWARDED && p.proto == IPPROTO_TCP_) {
 		__u32 redirect = 0;
 		if (dir == DIR_EGRESS) {
-			redirect = policy_flags;
-			if (!(redirect & POLICY_F_REDIRECT) && dst && (dst->flags & IPCACHE_F_L7_INGRESS)) {
+			if (!cached && !(policy_flags & POLICY_F_REDIRECT) && id.dst && (id.dst->flags & IPCACHE_F_L7_INGRESS)) {
 				__u32 dst_policy = 0, dst_flags = 0;
-				if (!policy_check(dst->ep_id, src_id, p.dport, IPPROTO_TCP_, DIR_INGRESS, &dst_policy, &dst_flags) &&
+				if (!policy_check(id.dst->ep_id, id.src_id, p.dport, IPPROTO_TCP_, DIR_INGRESS, &dst_policy, &dst_flags) &&
 				    (dst_flags & POLICY_F_REDIRECT)) {
-					redirect = dst_flags;
+					policy_flags = dst_flags;
 					policy_id = dst_policy;
 				}
 			}
+			redirect = policy_flags;
 		} else if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_FROM_PROXY) {
 			from_proxy = 1;
 		} else if ((policy_flags & (POLICY_F_REDIRECT | POLICY_F_VISIBILITY)) == POLICY_F_REDIRECT) {
 			/* Not from a pod on this node (the host, or outside): there is no TC ingress hook left to
 			 * redirect from, so the flow is refused rather than let through unchecked. */
-			return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+			if (cached)
+				resolve_peers(&p, ep, dir, &id);
+			return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
 		}
 		if (redirect & POLICY_F_REDIRECT) {
 			__u32 zero = 0;
 			struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
-			if (!to_proxy(skb, &p, cfg ? cfg->proxy_port : 0))
+			if (!to_proxy(skb, &p, cfg ? cfg->proxy_port : 0)) {
 				verdict = VERDICT_REDIRECTED;
-			else if (!(redirect & POLICY_F_VISIBILITY)) /* visibility only: without a proxy, unobserved */
-				return drop_policy(skb, &p, ep->ep_id, src_id, dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+			} else if (!(redirect & POLICY_F_VISIBILITY)) { /* visibility only: without a proxy, unobserved */
+				if (cached)
+					resolve_peers(&p, ep, dir, &id);
+				return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+			}
 		}
 	}
 
 	counter_inc(verdict == VERDICT_AUDIT ? COUNTER_AUDIT : COUNTER_FORWARDED);
+	/* Audit verdicts are not cached: they stay checked (and would be reported) until the policy allows them. */
+	__u32 cache_gen = verdict == VERDICT_AUDIT ? 0 : gen;
 	if (ctr == CT_NEW) {
 		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
-		ct_create(&p, dir, src_id, policy_id, frontend_id != 0, from_proxy);
-		emit_flow_lb(skb, &p, ep->ep_id, src_id, dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
+		ct_create(&p, dir, id.src_id, policy_id, frontend_id != 0, from_proxy, cache_gen, policy_flags);
+		emit_flow_lb(skb, &p, ep->ep_id, id.src_id, id.dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
+	} else if (!cached && cache_gen) {
+		ct->policy_id = policy_id;
+		ct->policy_flags = policy_flags;
+		ct->policy_gen = cache_gen;
 	}
 	return TC_ACT_OK;
 }

@@ -42,6 +42,17 @@ static __always_inline void ct_fill_reverse_key(struct ct_key *k, const struct p
 	k->pad = 0;
 }
 
+/* The deadline moves only when it grew by more than this or shrank (a state change): writing it on every packet
+ * would bounce the entry's cache line between the CPUs of both ends. */
+#define CT_EXPIRY_SLACK_NS 1000000000ULL
+
+static __always_inline void ct_touch(struct ct_entry *e, __u64 now, const struct pkt *p)
+{
+	__u64 deadline = now + ct_lifetime(p, e);
+	if (deadline < e->expires_ns || deadline - e->expires_ns > CT_EXPIRY_SLACK_NS)
+		e->expires_ns = deadline;
+}
+
 /* Looks the packet up; on a hit updates counters, closing state and expiry. */
 static __always_inline enum ct_result ct_lookup(const struct pkt *p, __u8 dir, struct ct_entry **out)
 {
@@ -58,7 +69,7 @@ static __always_inline enum ct_result ct_lookup(const struct pkt *p, __u8 dir, s
 			__sync_fetch_and_add(&e->bytes, p->len);
 			if (closing)
 				e->tx_closing = 1;
-			e->expires_ns = now + ct_lifetime(p, e);
+			ct_touch(e, now, p);
 			*out = e;
 			return CT_ESTABLISHED;
 		}
@@ -70,7 +81,7 @@ static __always_inline enum ct_result ct_lookup(const struct pkt *p, __u8 dir, s
 			e->seen_reply = 1;
 		if (closing)
 			e->rx_closing = 1;
-		e->expires_ns = now + ct_lifetime(p, e);
+		ct_touch(e, now, p);
 		*out = e;
 		return CT_REPLY;
 	}
@@ -80,7 +91,7 @@ static __always_inline enum ct_result ct_lookup(const struct pkt *p, __u8 dir, s
 
 /* Returns 0, or REASON_CT_MAP_FULL when the entry could not be stored. */
 static __always_inline int ct_create(const struct pkt *p, __u8 dir, __u32 src_identity, __u32 policy_id, __u8 lb_nat,
-				     __u8 from_proxy)
+				     __u8 from_proxy, __u32 policy_gen, __u32 policy_flags)
 {
 	struct ct_key k;
 	struct ct_entry e = {};
@@ -92,6 +103,8 @@ static __always_inline int ct_create(const struct pkt *p, __u8 dir, __u32 src_id
 	e.policy_id = policy_id;
 	e.lb_nat = lb_nat;
 	e.from_proxy = from_proxy;
+	e.policy_gen = policy_gen;
+	e.policy_flags = policy_flags;
 	e.tx_closing = (p->tcp_flags & (TCP_FIN | TCP_RST)) != 0;
 	e.expires_ns = bpf_ktime_get_ns() + ct_lifetime(p, &e);
 	if (bpf_map_update_elem(&trellis_ct, &k, &e, BPF_ANY))

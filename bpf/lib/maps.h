@@ -103,6 +103,11 @@ struct ct_entry {
 	__u8 lb_nat; /* the flow was DNATed by the TC load balancer: replies get their source translated back */
 	__u8 from_proxy; /* the L7 proxy's upstream connection: replies are handed to the proxy's socket */
 	__u8 pad[3];
+	/* The policy verdict of this flow's original direction, valid while trellis_policy_gen still says policy_gen
+	 * (0 = none): later packets skip the policy and ipcache lookups. policy_flags: the POLICY_F_* that decide the
+	 * L7 redirect (at egress including the destination's ingress rules). Only allowed verdicts are cached. */
+	__u32 policy_gen;
+	__u32 policy_flags;
 };
 
 /* Lifetimes (ns), as Cilium's defaults. */
@@ -301,6 +306,17 @@ struct {
 	__uint(max_entries, 1 << 22); /* 4 MiB */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_events SEC(".maps");
+
+/* Generation of everything a policy verdict depends on (policy maps, ipcache, endpoint flags): the agent adds one
+ * after each change, which makes every verdict cached in conntrack stale, so the next packet of every flow is
+ * checked again. One entry; 0 = no cached verdict is ever valid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_policy_gen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -568,7 +568,7 @@ public sealed class NodeAgent : IDisposable
         foreach (var a in found.SelectMany(d => d.Addresses).Except(_devices.SelectMany(d => d.Addresses)))
             _dp.SetIpcache(NetOrder.FromAddress(IPAddress.Parse(a)), Identities.Host);
         foreach (var a in _devices.SelectMany(d => d.Addresses).Except(found.SelectMany(d => d.Addresses)))
-            _dp.Ipcache.Delete(IpcacheKey.Host(NetOrder.FromAddress(IPAddress.Parse(a))));
+            _dp.DeleteIpcache(IpcacheKey.Host(NetOrder.FromAddress(IPAddress.Parse(a))));
         _devices = found;
         return _services.SetNodeAddresses(addresses);
     }
@@ -781,28 +781,33 @@ public sealed class NodeAgent : IDisposable
     private void RegenerateAll(string? except = null) =>
         RegenerateWhere(ep => ep.State.Key != except);
 
-    /// <summary>Recompiles the endpoints <paramref name="affected"/> picks; the others keep their maps untouched.</summary>
+    /// <summary>Recompiles the endpoints <paramref name="affected"/> picks; the others keep their maps untouched.
+    /// The changed maps are swapped in with one batch (see <see cref="NodeDatapath.ReplacePolicies"/>), then each
+    /// endpoint's flags follow.</summary>
     private void RegenerateWhere(Func<EndpointRuntime, bool> affected)
     {
         var inputs = Inputs();
         var sources = Sources();
         var shared = new Dictionary<string, EndpointPolicy>();
-        var targets = _endpoints.Values.Where(affected).ToList();
+        var plans = _endpoints.Values.Where(affected)
+            .Select(ep => (Ep: ep, Next: CompileFor(ep, inputs, sources, shared))).ToList();
         if (_opt.ProxyPort != 0)
         {
             // New or changed HTTP rules reach the proxy before the datapath redirects to them.
-            var upcoming = new Dictionary<string, EndpointPolicy>();
-            foreach (var ep in targets)
-            {
-                var next = CompileFor(ep, inputs, sources, shared);
-                if (next.HttpRules.Count > 0 && (ep.Installed is null || !SameHttpRules(ep.Installed, next)))
-                    upcoming[ep.State.Key] = next;
-            }
+            var upcoming = plans.Where(p => p.Next.HttpRules.Count > 0 && (p.Ep.Installed is null || !SameHttpRules(p.Ep.Installed, p.Next)))
+                .ToDictionary(p => p.Ep.State.Key, p => p.Next);
             if (upcoming.Count > 0)
                 PublishProxyPolicyLocked(upcoming, wait: true);
         }
-        foreach (var ep in targets)
-            Regenerate(ep, attach: false, inputs, sources, shared);
+        var changed = plans.Where(p => !Unchanged(p.Ep, p.Next)).ToList();
+        foreach (var (ep, _) in changed)
+            // Spliced sockets skip the TC programs: take this pod's out so the new policy applies to their packets.
+            _dp.EvictAcceleratedSockets(NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
+        // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
+        _dp.ReplacePolicies(changed.Select(p => (p.Ep.State.Id, MapEntries(p.Next))).ToList());
+        PolicyMapWrites += changed.Count;
+        foreach (var (ep, next) in changed)
+            Commit(ep, next);
         PublishProxyPolicyLocked();
     }
 
@@ -827,38 +832,48 @@ public sealed class NodeAgent : IDisposable
         s.Ports.Where(p => !string.IsNullOrEmpty(p.Name))
             .Select(p => new NamedPort(p.Name!, (ushort)p.Port, Enum.TryParse<L4Proto>(p.Protocol, ignoreCase: true, out var proto) ? proto : L4Proto.Tcp));
 
-    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach, PolicyInputs? inputs = null, IReadOnlyList<CompiledPolicySource>? sources = null,
-        Dictionary<string, EndpointPolicy>? shared = null)
+    /// <summary>Compiles and installs one endpoint's policy; with <paramref name="attach"/>, also attaches its programs.</summary>
+    private EndpointPolicy Regenerate(EndpointRuntime ep, bool attach)
     {
-        var compiled = CompileFor(ep, inputs ?? Inputs(), sources ?? Sources(), shared);
+        var compiled = CompileFor(ep, Inputs(), Sources(), null);
         if (attach && _opt.ProxyPort != 0 && compiled.HttpRules.Count > 0)
             PublishProxyPolicyLocked(new Dictionary<string, EndpointPolicy> { [ep.State.Key] = compiled }, wait: true);
-        bool unchanged = ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
-            && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value)
-            && SameHttpRules(old, compiled);
-        if (!unchanged || attach)
-        {
-            PolicyMapWrites++;
-            // Spliced sockets skip the TC programs: take this pod's out so the new policy applies to their packets.
-            if (!attach)
-                _dp.EvictAcceleratedSockets(NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
-            // Policy first, then the flags that turn enforcement on: never a moment enforcing an empty map.
-            _dp.ReplacePolicy(ep.State.Id, compiled.Entries.Select(e => new PolicyStatement(
-                e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
-                e.Key.Port, e.Key.EndPort, e.Value.PolicyId, e.Value.Deny, compiled.Redirects(e.Key), compiled.VisibilityOnly.Contains(e.Key))));
-        }
-        var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
+        if (!attach && Unchanged(ep, compiled))
+            return compiled;
+        PolicyMapWrites++;
+        if (!attach)
+            _dp.EvictAcceleratedSockets(NetOrder.FromAddress(IPAddress.Parse(ep.State.Ip)));
+        _dp.ReplacePolicy(ep.State.Id, MapEntries(compiled));
         if (attach)
-            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity, IngressL7(compiled));
-        else if (!unchanged)
         {
-            _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)));
-            // Clients on this node look at this flag to send connections to the proxy for this endpoint's ingress rules.
-            if (ep.Installed is null || IngressL7(ep.Installed) != IngressL7(compiled))
-                SetEndpointIpcache(updated);
+            var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
+            _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity, IngressL7(compiled));
+            _endpoints[ep.State.Key] = updated;
         }
-        _endpoints[ep.State.Key] = updated;
+        else
+            Commit(ep, compiled);
         return compiled;
+    }
+
+    private static bool Unchanged(EndpointRuntime ep, EndpointPolicy compiled) =>
+        ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
+        && old.Entries.Count == compiled.Entries.Count && old.Entries.All(kv => compiled.Entries.TryGetValue(kv.Key, out var v) && v == kv.Value)
+        && SameHttpRules(old, compiled);
+
+    private static IReadOnlyDictionary<Trellis.Datapath.PolicyKey, Trellis.Datapath.PolicyValue> MapEntries(EndpointPolicy compiled) =>
+        PolicyMapBuilder.Build(compiled.Entries.Select(e => new PolicyStatement(
+            e.Key.Identity, (TrafficDirection)e.Key.Direction, (byte)e.Key.Proto,
+            e.Key.Port, e.Key.EndPort, e.Value.PolicyId, e.Value.Deny, compiled.Redirects(e.Key), compiled.VisibilityOnly.Contains(e.Key))));
+
+    /// <summary>After its new map is in: the endpoint's flags, and its ipcache entry when its L7 ingress changed.</summary>
+    private void Commit(EndpointRuntime ep, EndpointPolicy compiled)
+    {
+        var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
+        _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)));
+        // Clients on this node look at this flag to send connections to the proxy for this endpoint's ingress rules.
+        if (ep.Installed is null || IngressL7(ep.Installed) != IngressL7(compiled))
+            SetEndpointIpcache(updated);
+        _endpoints[ep.State.Key] = updated;
     }
 
     private EndpointPolicy CompileFor(EndpointRuntime ep, PolicyInputs inputs, IReadOnlyList<CompiledPolicySource> sources,

@@ -145,6 +145,29 @@ public sealed unsafe class BpfMap : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes many entries with one BPF_MAP_UPDATE_BATCH. For maps of maps this matters: the kernel waits for an RCU
+    /// grace period (~10 ms) after every update syscall so no program still runs with the old inner map; a batch
+    /// waits once. Not atomic as a whole: on failure, the entries before the failing one are written (the exception
+    /// says how many).
+    /// </summary>
+    public void UpdateBatch<TKey, TValue>(ReadOnlySpan<TKey> keys, ReadOnlySpan<TValue> values)
+        where TKey : unmanaged where TValue : unmanaged
+    {
+        CheckSizes<TKey, TValue>();
+        if (keys.Length != values.Length)
+            throw new ArgumentException($"map {Name}: {keys.Length} keys but {values.Length} values");
+        if (keys.IsEmpty) return;
+        fixed (TKey* k = keys)
+        fixed (TValue* v = values)
+        {
+            uint count = (uint)keys.Length;
+            int r;
+            using (var h = Handle.Acquire()) r = LibBpf.MapUpdateBatch(h.Fd, k, v, &count, null);
+            BpfException.Check(r, $"batch update of map {Name} ({count} of {keys.Length} entries written)");
+        }
+    }
+
     public bool TryLookup<TKey, TValue>(in TKey key, out TValue value)
         where TKey : unmanaged where TValue : unmanaged
     {

@@ -156,7 +156,7 @@ public struct CtKey
     [FieldOffset(14)] public ushort Pad;
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 40)]
+[StructLayout(LayoutKind.Explicit, Size = 48)]
 public struct CtEntry
 {
     [FieldOffset(0)] public ulong ExpiresNs;
@@ -169,6 +169,9 @@ public struct CtEntry
     [FieldOffset(34)] public byte SeenReply;
     [FieldOffset(35)] public byte LbNat;
     [FieldOffset(36)] public byte FromProxy;
+    /// <summary>The trellis_policy_gen value under which the cached verdict was decided (0 = none).</summary>
+    [FieldOffset(40)] public uint PolicyGen;
+    [FieldOffset(44)] public uint PolicyFlags;
 }
 
 [StructLayout(LayoutKind.Explicit, Size = 64)]
@@ -346,6 +349,7 @@ public static class Names
     public const string Events = "trellis_events";
     public const string Counters = "trellis_counters";
     public const string Config = "trellis_config";
+    public const string PolicyGen = "trellis_policy_gen";
     public const string Lb4Frontends = "trellis_lb4_frontends";
     public const string Lb4Backends = "trellis_lb4_backends";
     public const string Lb4Sockets = "trellis_lb4_sockets";

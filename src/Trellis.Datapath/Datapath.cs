@@ -22,6 +22,8 @@ public sealed class NodeDatapath : IDisposable
     public BpfMap Events { get; }
     public BpfMap Counters { get; }
     public BpfMap Config { get; }
+    /// <summary>trellis_policy_gen: bumped after every change a policy verdict depends on (<see cref="BumpPolicyGen"/>).</summary>
+    public BpfMap PolicyGen { get; }
     public BpfProgram FromContainer { get; }
     public BpfProgram ToContainer { get; }
 
@@ -62,6 +64,7 @@ public sealed class NodeDatapath : IDisposable
         Events = obj.Map(Names.Events);
         Counters = obj.Map(Names.Counters);
         Config = obj.Map(Names.Config);
+        PolicyGen = obj.Map(Names.PolicyGen);
         FromContainer = obj.Program(Names.FromContainer);
         ToContainer = obj.Program(Names.ToContainer);
     }
@@ -136,9 +139,14 @@ public sealed class NodeDatapath : IDisposable
         });
         Tc.Attach(ifindex, TcAttachPoint.Ingress, FromContainer);
         Tc.Attach(ifindex, TcAttachPoint.Egress, ToContainer);
+        BumpPolicyGen();
     }
 
-    public void UpdateEndpoint(int ifindex, EndpointInfo info) => Endpoints.Update((uint)ifindex, info, MapUpdate.Exist);
+    public void UpdateEndpoint(int ifindex, EndpointInfo info)
+    {
+        Endpoints.Update((uint)ifindex, info, MapUpdate.Exist);
+        BumpPolicyGen();
+    }
 
     public void DetachEndpoint(int ifindex, uint endpointId, uint ipv4)
     {
@@ -150,10 +158,42 @@ public sealed class NodeDatapath : IDisposable
         }
         Ipcache.Delete(IpcacheKey.Host(ipv4));
         lock (_policyGate) Policy.Delete(endpointId);
+        BumpPolicyGen();
     }
 
     public void SetIpcache(uint ipv4, uint identity, uint flags = 0, uint endpointId = 0) =>
-        Ipcache.Update(IpcacheKey.Host(ipv4), new IpcacheValue { Identity = identity, Flags = flags, EndpointId = endpointId });
+        SetIpcache(IpcacheKey.Host(ipv4), new IpcacheValue { Identity = identity, Flags = flags, EndpointId = endpointId });
+
+    public void SetIpcache(IpcacheKey key, IpcacheValue value)
+    {
+        Ipcache.Update(key, value);
+        BumpPolicyGen();
+    }
+
+    public bool DeleteIpcache(IpcacheKey key)
+    {
+        bool deleted = Ipcache.Delete(key);
+        BumpPolicyGen();
+        return deleted;
+    }
+
+    /// <summary>
+    /// Makes every policy verdict cached in conntrack stale, so the next packet of each flow is checked against the
+    /// maps again. Called after each write to what a verdict depends on (policy maps, ipcache, endpoint flags): the
+    /// datapath caches a flow's allowed verdict under the generation it read before deciding, so a packet racing a
+    /// change either sees the new maps or is checked again on its next packet.
+    /// </summary>
+    public void BumpPolicyGen()
+    {
+        lock (_policyGate)
+        {
+            PolicyGen.TryLookup(0u, out uint gen);
+            gen = gen == uint.MaxValue ? 1 : gen + 1; // 0 means "never cached"
+            PolicyGen.Update(0u, gen);
+        }
+    }
+
+    public uint CurrentPolicyGen => PolicyGen.TryLookup(0u, out uint gen) ? gen : 0;
 
     // --- policy ---
 
@@ -163,26 +203,58 @@ public sealed class NodeDatapath : IDisposable
 
     /// <summary>Replaces the endpoint's whole policy map atomically: a new inner map is filled
     /// first and then swapped into the outer map, so lookups never see a half-written or empty map.</summary>
-    public void ReplacePolicy(uint endpointId, IReadOnlyDictionary<PolicyKey, PolicyValue> entries)
+    public void ReplacePolicy(uint endpointId, IReadOnlyDictionary<PolicyKey, PolicyValue> entries) =>
+        ReplacePolicies([(endpointId, entries)]);
+
+    /// <summary>
+    /// <see cref="ReplacePolicy(uint, IReadOnlyDictionary{PolicyKey, PolicyValue})"/> for many endpoints: all inner
+    /// maps are filled first, then swapped in with one batch update. The kernel waits for an RCU grace period after
+    /// each update of a map of maps (~10 ms here), so one swap per endpoint made a policy that selects 1,000 pods
+    /// take seconds; the batch waits once.
+    /// </summary>
+    public void ReplacePolicies(IReadOnlyList<(uint EndpointId, IReadOnlyDictionary<PolicyKey, PolicyValue> Entries)> policies)
     {
-        if (entries.Count > Names.PolicyMaxEntries)
-            throw new DatapathException($"endpoint {endpointId} needs {entries.Count} policy entries, more than the map's {Names.PolicyMaxEntries}");
-        using var inner = BpfMap.Create(BpfMapType.LpmTrie, $"trellis_pol_{endpointId}", 12, 8, Names.PolicyMaxEntries, flags: 1 /* BPF_F_NO_PREALLOC */);
-        foreach (var (k, v) in entries)
-            inner.Update(k, v);
-        lock (_policyGate)
-            Policy.Update(endpointId, inner.Fd); // the outer map holds its own reference; ours closes on dispose
+        if (policies.Count == 0) return;
+        foreach (var (id, entries) in policies)
+            if (entries.Count > Names.PolicyMaxEntries)
+                throw new DatapathException($"endpoint {id} needs {entries.Count} policy entries, more than the map's {Names.PolicyMaxEntries}");
+        var inners = new List<BpfMap>(policies.Count);
+        try
+        {
+            var keys = new uint[policies.Count];
+            var fds = new int[policies.Count];
+            for (int i = 0; i < policies.Count; i++)
+            {
+                var (id, entries) = policies[i];
+                var inner = BpfMap.Create(BpfMapType.LpmTrie, $"trellis_pol_{id}", 12, 8, Names.PolicyMaxEntries, flags: 1 /* BPF_F_NO_PREALLOC */);
+                inners.Add(inner);
+                foreach (var (k, v) in entries)
+                    inner.Update(k, v);
+                keys[i] = id;
+                fds[i] = inner.Fd;
+            }
+            lock (_policyGate)
+                Policy.UpdateBatch<uint, int>(keys, fds); // the outer map holds its own references
+        }
+        finally
+        {
+            foreach (var m in inners) m.Dispose();
+        }
+        BumpPolicyGen();
     }
 
     /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
     /// whether flow events are sent at all.</summary>
-    public void SetNodeConfig(bool audit, bool flowEvents, ushort proxyPort = 0, bool socketAcceleration = false) =>
+    public void SetNodeConfig(bool audit, bool flowEvents, ushort proxyPort = 0, bool socketAcceleration = false)
+    {
         Config.Update(0u, new NodeConfig
         {
             Flags = (audit ? NodeConfig.FlagAudit : 0) | (flowEvents ? 0 : NodeConfig.FlagNoFlowEvents)
                 | (socketAcceleration ? NodeConfig.FlagSockAccel : 0),
             ProxyPortBe = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(proxyPort),
         });
+        BumpPolicyGen();
+    }
 
     public void SetAuditMode(bool on) => SetNodeConfig(on, FlowEvents, ProxyPort, SocketAcceleration);
 

@@ -49,7 +49,7 @@ public sealed class AbiLayoutTests : IDisposable
         {
             ["ExpiresNs"] = "expires_ns", ["Packets"] = "packets", ["Bytes"] = "bytes", ["SrcIdentity"] = "src_identity",
             ["PolicyId"] = "policy_id", ["TxClosing"] = "tx_closing", ["RxClosing"] = "rx_closing", ["SeenReply"] = "seen_reply",
-            ["LbNat"] = "lb_nat", ["FromProxy"] = "from_proxy",
+            ["LbNat"] = "lb_nat", ["FromProxy"] = "from_proxy", ["PolicyGen"] = "policy_gen", ["PolicyFlags"] = "policy_flags",
         }),
         ["flow_event"] = (typeof(FlowEvent), new()
         {

@@ -504,6 +504,53 @@ public sealed class LxcProgramTests : IDisposable
     }
 
     [Fact]
+    public void An_established_flow_reuses_its_cached_verdict_until_the_policy_generation_moves()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        var key = Ct(PeerIp, 40000, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress);
+        Assert.True(_dp.Conntrack.TryLookup(key, out CtEntry ct));
+        Assert.NotEqual(0u, ct.PolicyGen);
+        Assert.Equal(_dp.CurrentPolicyGen, ct.PolicyGen);
+
+        // The map loses the rule behind the agent's back (no generation bump): the cached verdict still holds,
+        // which shows the established packet did not look the policy up.
+        Assert.True(_dp.Policy.Delete(EpId));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        // Once the generation moves, the next packet is checked again and dropped.
+        _dp.BumpPolicyGen();
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        TakeEvents();
+    }
+
+    [Fact]
+    public void A_peer_changing_identity_is_checked_again_on_its_next_packet()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress);
+        Allow((PeerIdentity, 8080, Packets.Tcp, TrafficDirection.Ingress, 1));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        TakeEvents();
+
+        _dp.SetIpcache(Addr(PeerIp), PeerIdentity + 1); // the peer's labels changed: an identity no rule allows
+        Assert.Equal(TcActShot, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Ack)));
+        var drop = Assert.Single(TakeEvents());
+        AssertDropped(drop, DropReason.PolicyDenied);
+        Assert.Equal(PeerIdentity + 1, drop.SrcIdentity);
+    }
+
+    [Fact]
+    public void A_verdict_allowed_only_by_audit_mode_is_never_cached()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagAudit);
+        Assert.Equal(TcActOk, ToContainer(Packets.TcpPacket(PeerIp, 40000, EpIp, 8080, Packets.Syn)));
+        Assert.True(_dp.Conntrack.TryLookup(Ct(PeerIp, 40000, EpIp, 8080, Packets.Tcp, TrafficDirection.Ingress), out CtEntry ct));
+        Assert.Equal(0u, ct.PolicyGen);
+        TakeEvents();
+    }
+
+    [Fact]
     public void Enabling_enforcement_on_a_live_endpoint_takes_effect_on_the_next_packet()
     {
         AddEndpoint(0);

@@ -48,7 +48,7 @@ public sealed class CidrIdentities(IStateStore store, NodeDatapath datapath)
         foreach (var gone in _byCidr.Keys.Where(c => !keep.Contains(c)).ToList())
         {
             var (addr, len) = Parse(gone);
-            datapath.Ipcache.Delete(new IpcacheKey { PrefixLen = len, Addr = addr });
+            datapath.DeleteIpcache(new IpcacheKey { PrefixLen = len, Addr = addr });
             store.Delete($"cidr-identities/{Escape(gone)}");
             _byCidr.Remove(gone);
         }
@@ -61,7 +61,7 @@ public sealed class CidrIdentities(IStateStore store, NodeDatapath datapath)
         if (len == 32 && datapath.Ipcache.TryLookup(new IpcacheKey { PrefixLen = 32, Addr = addr }, out IpcacheValue v)
             && (v.Flags & IpcacheValue.FlagLocalEndpoint) != 0)
             return;
-        datapath.Ipcache.Update(new IpcacheKey { PrefixLen = len, Addr = addr }, new IpcacheValue { Identity = id });
+        datapath.SetIpcache(new IpcacheKey { PrefixLen = len, Addr = addr }, new IpcacheValue { Identity = id });
     }
 
     private static (uint Addr, uint Len) Parse(string cidr)

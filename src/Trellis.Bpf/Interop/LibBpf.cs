@@ -65,6 +65,10 @@ internal static unsafe partial class LibBpf
     [LibraryImport(Lib, EntryPoint = "bpf_map_update_elem")]
     internal static partial int MapUpdate(int fd, void* key, void* value, ulong flags);
 
+    // opts may be NULL (element flags 0). *count: in, how many; out, how many were written.
+    [LibraryImport(Lib, EntryPoint = "bpf_map_update_batch")]
+    internal static partial int MapUpdateBatch(int fd, void* keys, void* values, uint* count, void* opts);
+
     [LibraryImport(Lib, EntryPoint = "bpf_map_lookup_elem")]
     internal static partial int MapLookup(int fd, void* key, void* value);
 
