@@ -16,6 +16,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
 
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
 /* A socket event: the client is named by its cgroup (the agent knows each pod's), since an unbound socket
  * has no source address yet. TRANSLATED carries the backend chosen; DROPPED the service address dialled. */
 static __always_inline void report(struct bpf_sock_addr *ctx, __u32 addr, __u16 port, __u32 frontend_id, __u8 verdict,
@@ -182,19 +185,36 @@ static __always_inline int needs_proxy(struct ipcache_value *client, struct ipca
 	return 0;
 }
 
+/* Whether a TCP socket speaks IPv4: an AF_INET socket, or an AF_INET6 one whose both ends are IPv4-mapped
+ * (::ffff:a.b.c.d), as a server listening on [::] (iperf3, Go, Java, .NET) accepts IPv4 clients; its packets are IPv4
+ * on the wire. For both the kernel keeps the IPv4 addresses in local_ip4/remote_ip4 (skc_rcv_saddr/skc_daddr, which
+ * the IPv4 stack sends with; for a mapped socket they equal word 3 of local_ip6/remote_ip6). Reading word 3 instead
+ * would not do: clang merges the two loads into one through a computed context offset, which the verifier refuses. */
+static __always_inline int speaks_ipv4(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET_)
+		return 1;
+	return skops->family == AF_INET6_ &&
+	       !skops->local_ip6[0] && !skops->local_ip6[1] && skops->local_ip6[2] == bpf_htonl(0x0000ffff) &&
+	       !skops->remote_ip6[0] && !skops->remote_ip6[1] && skops->remote_ip6[2] == bpf_htonl(0x0000ffff);
+}
+
 /* On the node's pod cgroup: an established TCP socket between two pods of this node (both ends local endpoints)
- * whose connection needs no L7 proxy joins trellis_sock_accel. The handshake (and later FIN/RST) crossed the TC
- * programs as usual: policy decided it and a flow event reported it. The agent removes a pod's sockets from the
- * map whenever its policy changes, so their data goes back through TC, which checks every packet. */
+ * whose connection needs no L7 proxy joins trellis_sock_accel, keyed by its IPv4 ends whatever its family, so the
+ * client's AF_INET socket and a dual-stack server's AF_INET6 one find each other. The handshake (and later FIN/RST)
+ * crossed the TC programs as usual: policy decided it and a flow event reported it. The agent removes a pod's sockets
+ * from the map whenever its policy changes, so their data goes back through TC, which checks every packet. */
 SEC("sockops")
 int sock_accel_ops(struct bpf_sock_ops *skops)
 {
 	__u32 zero = 0;
 	struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
-	if (!cfg || !(cfg->flags & CONFIG_F_SOCK_ACCEL) || skops->family != 2 /* AF_INET */)
+	if (!cfg || !(cfg->flags & CONFIG_F_SOCK_ACCEL))
 		return 1;
 	int active = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
 	if (!active && skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (!speaks_ipv4(skops))
 		return 1;
 	struct ipcache_value *local = local_endpoint(skops->local_ip4);
 	if (!local)
@@ -222,6 +242,8 @@ int sock_accel_ops(struct bpf_sock_ops *skops)
 SEC("sk_msg")
 int sock_accel_msg(struct sk_msg_md *msg)
 {
+	/* Only sockets that speak IPv4 are in the map (AF_INET, or AF_INET6 with IPv4-mapped ends): remote_ip4/local_ip4
+	 * hold their IPv4 addresses whatever the family, the same fields sock_accel_ops keyed them by. */
 	struct sock_key peer = {
 		.local = msg->remote_ip4,
 		.remote = msg->local_ip4,

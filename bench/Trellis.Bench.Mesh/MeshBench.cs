@@ -47,9 +47,9 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
     // The baseline's addresses: the lab's pod plumbing copied into a /24 of its own.
     const string BaseRouterIp = "10.201.0.1", BaseClientIp = "10.201.0.2", BaseServerIp = "10.201.0.3";
     const string GatewayIp = "169.254.1.1";
-    // iperf3 -s listens with -4, an AF_INET socket like nginx's: its default dual-stack [::] listener accepts IPv4
-    // connections on AF_INET6 sockets (v4-mapped), which socket acceleration (bpf/sock.c sock_accel_ops, AF_INET
-    // only) does not splice: with it, the server side stayed out of the sockhash and every byte crossed TC.
+    // iperf3 -s listens with -4, an AF_INET socket like nginx's, as the committed figures were measured. Its default
+    // dual-stack [::] listener accepts IPv4 connections on AF_INET6 sockets (v4-mapped), which socket acceleration
+    // spliced only on the client side until bpf/sock.c took v4-mapped sockets too (every byte crossed TC then).
 
     readonly string work = Path.Combine(Path.GetTempPath(), $"trellis-bench-mesh-{Environment.ProcessId}");
     string Node => o.Node;
