@@ -124,41 +124,33 @@ static __always_inline __u32 current_policy_gen(void)
 	return gen ? *gen : 0;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/* Judges a parsed packet for endpoint ep in direction dir and returns the TC verdict. *plain says the packet passes
+ * and needs nothing more from the node's stack (not handed to the L7 proxy, no reverse NAT): it may then be
+ * delivered straight to a destination pod on the node. */
+static __always_inline int handle_ep(struct __sk_buff *skb, struct pkt *p, struct endpoint_info *ep, __u8 dir, int *plain)
 {
-	struct pkt p = {};
-	__u32 ifindex = skb->ifindex;
-	struct endpoint_info *ep = bpf_map_lookup_elem(&trellis_endpoints, &ifindex);
-	int ret = parse_packet(skb, &p);
-
-	if (ret == PARSE_PASS)
-		return TC_ACT_OK;
-	if (!ep) {
-		/* A veth with our program but no endpoint: fail closed. */
-		return drop(skb, &p, 0, 0, 0, REASON_NO_IDENTITY, dir);
-	}
-	if (ret)
-		return drop(skb, &p, ep->ep_id, 0, 0, ret, dir);
-	if (dir == DIR_EGRESS && p.saddr != ep->ipv4)
-		return drop(skb, &p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p.daddr), REASON_INVALID_SOURCE, dir);
+	*plain = 0;
+	if (dir == DIR_EGRESS && p->saddr != ep->ipv4)
+		return drop(skb, p, ep->ep_id, IDENTITY_UNKNOWN, ipcache_identity(p->daddr), REASON_INVALID_SOURCE, dir);
 
 	struct peers id = {};
 	struct ct_entry *ct;
-	enum ct_result ctr = ct_lookup(&p, dir, &ct);
+	enum ct_result ctr = ct_lookup(p, dir, &ct);
 	if (ctr == CT_REPLY) {
 		if (ct->from_proxy && dir == DIR_EGRESS) {
 			/* The server answers the proxy's upstream connection, which is bound to the client's address:
 			 * deliver it to the proxy's socket, not to the client. */
-			if (to_proxy(skb, &p, 0)) {
-				resolve_peers(&p, ep, dir, &id);
-				return drop(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir);
+			if (to_proxy(skb, p, 0)) {
+				resolve_peers(p, ep, dir, &id);
+				return drop(skb, p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir);
 			}
 			counter_inc(COUNTER_FORWARDED);
 			return TC_ACT_OK;
 		}
 		counter_inc(COUNTER_FORWARDED);
+		*plain = !ct->lb_nat || dir != DIR_EGRESS;
 		if (ct->lb_nat && dir == DIR_EGRESS)
-			return reverse_nat(skb, &p);
+			return reverse_nat(skb, p);
 		return TC_ACT_OK;
 	}
 
@@ -177,11 +169,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 gen = current_policy_gen();
 	int cached = ctr == CT_ESTABLISHED && gen && ct->policy_gen == gen;
 	if (!cached)
-		resolve_peers(&p, ep, dir, &id);
+		resolve_peers(p, ep, dir, &id);
 
 	/* A new flow the TC load balancer DNATed (NodePort): its replies need their source translated back, and
 	 * its flow records name the service. Looked up once per flow, not per packet. */
-	__u32 frontend_id = ctr == CT_NEW && dir == DIR_INGRESS ? nat_frontend(&p) : 0;
+	__u32 frontend_id = ctr == CT_NEW && dir == DIR_INGRESS ? nat_frontend(p) : 0;
 
 	__u32 policy_id = 0, policy_flags = 0;
 	__u8 verdict = VERDICT_FORWARDED;
@@ -190,14 +182,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		policy_id = ct->policy_id;
 		policy_flags = ct->policy_flags;
 	} else if (enforce || has_deny) {
-		__u16 port = p.proto == IPPROTO_ICMP_ ? p.icmp_type : p.dport;
-		reason = policy_check(ep->ep_id, id.remote_id, port, p.proto, dir, &policy_id, &policy_flags);
+		__u16 port = p->proto == IPPROTO_ICMP_ ? p->icmp_type : p->dport;
+		reason = policy_check(ep->ep_id, id.remote_id, port, p->proto, dir, &policy_id, &policy_flags);
 		/* Not enforced: only a deny rule drops (the lookup was for deny or L7 redirect entries). */
 		if (!enforce && reason == REASON_POLICY_DENIED)
 			reason = 0;
 		if (reason) {
 			if (!audit_mode(ep))
-				return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, reason, dir, policy_id, frontend_id);
+				return drop_policy(skb, p, ep->ep_id, id.src_id, id.dst_id, reason, dir, policy_id, frontend_id);
 			/* Audit: the would-be drop passes and is reported once per flow. */
 			verdict = VERDICT_AUDIT;
 		}
@@ -210,12 +202,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * checks both sides; its upstream connection (marked) passes the destination's to_container with the normal
 	 * L4 check. */
 	__u8 from_proxy = 0;
-	if (verdict == VERDICT_FORWARDED && p.proto == IPPROTO_TCP_) {
+	if (verdict == VERDICT_FORWARDED && p->proto == IPPROTO_TCP_) {
 		__u32 redirect = 0;
 		if (dir == DIR_EGRESS) {
 			if (!cached && !(policy_flags & POLICY_F_REDIRECT) && id.dst && (id.dst->flags & IPCACHE_F_L7_INGRESS)) {
 				__u32 dst_policy = 0, dst_flags = 0;
-				if (!policy_check(id.dst->ep_id, id.src_id, p.dport, IPPROTO_TCP_, DIR_INGRESS, &dst_policy, &dst_flags) &&
+				if (!policy_check(id.dst->ep_id, id.src_id, p->dport, IPPROTO_TCP_, DIR_INGRESS, &dst_policy, &dst_flags) &&
 				    (dst_flags & POLICY_F_REDIRECT)) {
 					policy_flags = dst_flags;
 					policy_id = dst_policy;
@@ -228,18 +220,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			/* Not from a pod on this node (the host, or outside): there is no TC ingress hook left to
 			 * redirect from, so the flow is refused rather than let through unchecked. */
 			if (cached)
-				resolve_peers(&p, ep, dir, &id);
-			return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+				resolve_peers(p, ep, dir, &id);
+			return drop_policy(skb, p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
 		}
 		if (redirect & POLICY_F_REDIRECT) {
 			__u32 zero = 0;
 			struct node_config *cfg = bpf_map_lookup_elem(&trellis_config, &zero);
-			if (!to_proxy(skb, &p, cfg ? cfg->proxy_port : 0)) {
+			if (!to_proxy(skb, p, cfg ? cfg->proxy_port : 0)) {
 				verdict = VERDICT_REDIRECTED;
 			} else if (!(redirect & POLICY_F_VISIBILITY)) { /* visibility only: without a proxy, unobserved */
 				if (cached)
-					resolve_peers(&p, ep, dir, &id);
-				return drop_policy(skb, &p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
+					resolve_peers(p, ep, dir, &id);
+				return drop_policy(skb, p, ep->ep_id, id.src_id, id.dst_id, REASON_L7_DENIED, dir, policy_id, frontend_id);
 			}
 		}
 	}
@@ -249,14 +241,68 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 cache_gen = verdict == VERDICT_AUDIT ? 0 : gen;
 	if (ctr == CT_NEW) {
 		/* A full LRU evicts, so a failure here is rare; the packet still passes. */
-		ct_create(&p, dir, id.src_id, policy_id, frontend_id != 0, from_proxy, cache_gen, policy_flags);
-		emit_flow_lb(skb, &p, ep->ep_id, id.src_id, id.dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
+		ct_create(p, dir, id.src_id, policy_id, frontend_id != 0, from_proxy, cache_gen, policy_flags);
+		emit_flow_lb(skb, p, ep->ep_id, id.src_id, id.dst_id, verdict, reason, dir, 0, policy_id, frontend_id);
 	} else if (!cached && cache_gen) {
 		ct->policy_id = policy_id;
 		ct->policy_flags = policy_flags;
 		ct->policy_gen = cache_gen;
 	}
+	*plain = verdict != VERDICT_REDIRECTED;
 	return TC_ACT_OK;
+}
+
+
+/* Parses the packet and judges it for the endpoint on this veth. */
+static __always_inline int handle(struct __sk_buff *skb, struct pkt *p, __u8 dir, int *plain)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint_info *ep = bpf_map_lookup_elem(&trellis_endpoints, &ifindex);
+	int ret = parse_packet(skb, p);
+
+	*plain = 0;
+	if (ret == PARSE_PASS)
+		return TC_ACT_OK;
+	if (!ep) {
+		/* A veth with our program but no endpoint: fail closed. */
+		return drop(skb, p, 0, 0, 0, REASON_NO_IDENTITY, dir);
+	}
+	if (ret)
+		return drop(skb, p, ep->ep_id, 0, 0, ret, dir);
+	return handle_ep(skb, p, ep, dir, plain);
+}
+
+/* A pod's packet to another pod of this node, allowed by the sender's egress policy: the destination's ingress
+ * policy is applied here too (as its to_container would), and the packet goes straight into the destination pod's
+ * interface (bpf_redirect_peer), skipping the node's routing, forwarding and the veth's backlog queue, as Cilium's
+ * BPF host routing does. Anything unusual (no MACs, TTL about to expire, L7 proxy) takes the node's stack. */
+static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 *ifindex = bpf_map_lookup_elem(&trellis_lxc, &p->daddr);
+	if (!ifindex)
+		return TC_ACT_OK;
+	__u32 dst_ifindex = *ifindex;
+	struct endpoint_info *dst = bpf_map_lookup_elem(&trellis_endpoints, &dst_ifindex);
+	if (!dst || !(dst->flags & EP_F_DIRECT))
+		return TC_ACT_OK;
+	__u8 ttl;
+	if (bpf_skb_load_bytes(skb, IP_TTL_OFF, &ttl, 1) || ttl <= 1)
+		return TC_ACT_OK; /* the stack answers with ICMP time exceeded */
+
+	p->ifindex = dst_ifindex;
+	int plain;
+	int ret = handle_ep(skb, p, dst, DIR_INGRESS, &plain);
+	if (ret != TC_ACT_OK || !plain)
+		return ret;
+
+	/* Routed: one hop less to live, and the frame now comes from the destination's gateway. */
+	__u16 old_ttl = bpf_htons((__u16)ttl << 8), new_ttl = bpf_htons((__u16)(ttl - 1) << 8);
+	__u8 next = ttl - 1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ttl, new_ttl, 2) ||
+	    bpf_skb_store_bytes(skb, IP_TTL_OFF, &next, 1, 0) ||
+	    bpf_skb_store_bytes(skb, 0, dst->mac, 6, 0) || bpf_skb_store_bytes(skb, 6, dst->host_mac, 6, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect_peer(dst_ifindex, 0);
 }
 
 /* Attached to the node's network namespace (sk_lookup runs in the kernel's listener lookups): a SYN on a tuple the
@@ -287,11 +333,18 @@ int proxy_lookup(struct bpf_sk_lookup *ctx)
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	struct pkt p = {};
+	int plain;
+	int ret = handle(skb, &p, DIR_EGRESS, &plain);
+	if (ret != TC_ACT_OK || !plain)
+		return ret;
+	return deliver_local(skb, &p);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	struct pkt p = {};
+	int plain;
+	return handle(skb, &p, DIR_INGRESS, &plain);
 }

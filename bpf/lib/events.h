@@ -39,7 +39,7 @@ static __always_inline void emit_flow_lb(struct __sk_buff *skb, const struct pkt
 	}
 	e->ts_ns = bpf_ktime_get_ns();
 	e->ep_id = ep_id;
-	e->ifindex = skb->ifindex;
+	e->ifindex = p->ifindex;
 	e->src_identity = src_id;
 	e->dst_identity = dst_id;
 	e->saddr = p->saddr;

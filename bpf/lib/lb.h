@@ -6,6 +6,7 @@
 #include "maps.h"
 #include "packet.h"
 
+#define IP_TTL_OFF (ETH_HLEN + 8)
 #define IP_CSUM_OFF (ETH_HLEN + 10)
 #define IP_SADDR_OFF (ETH_HLEN + 12)
 #define IP_DADDR_OFF (ETH_HLEN + 16)

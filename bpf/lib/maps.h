@@ -28,6 +28,10 @@ struct endpoint_info {
 	__u32 identity;
 	__u32 ipv4;  /* network byte order */
 	__u32 flags; /* EP_F_* */
+	/* For delivery straight into the pod (EP_F_DIRECT): its interface's MAC and the host veth's, the frame's
+	 * destination and source as if the node had routed it. */
+	__u8 mac[6];
+	__u8 host_mac[6];
 };
 #define EP_F_ENFORCE_INGRESS 1
 #define EP_F_ENFORCE_EGRESS 2
@@ -36,6 +40,7 @@ struct endpoint_info {
 #define EP_F_DENY_EGRESS 16
 #define EP_F_REDIRECT_INGRESS 32 /* the policy map has L7 redirect entries for ingress (looked up even when not enforced) */
 #define EP_F_REDIRECT_EGRESS 64
+#define EP_F_DIRECT 128 /* MACs known: a pod of this node sending to it hands the packet straight to its interface */
 
 /* config: node-wide settings, one entry at index 0. */
 struct node_config {
@@ -274,6 +279,16 @@ struct {
 	__type(value, struct endpoint_info);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_endpoints SEC(".maps");
+
+/* Local endpoints by address: IPv4 (network order) -> host-side veth ifindex (the key of trellis_endpoints). A hash,
+ * so from_container finds a destination on the node without another longest-prefix match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDPOINTS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trellis_lxc SEC(".maps");
 
 /* Sizes rather than types: clang 14 emits only forward declarations for types
  * reached through an inner map, which libbpf cannot size. */

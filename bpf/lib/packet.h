@@ -16,6 +16,8 @@ struct pkt {
 	__u8 icmp_type;  /* what ICMP policy rules match on */
 	__u32 len;
 	__u32 l4_off; /* offset of the L4 header from the start of the frame */
+	__u32 ifindex; /* the host-side veth of the endpoint the packet is judged for (flow events); skb->ifindex
+			* unless a pod's packet is delivered straight to another pod of the node */
 };
 
 #define PARSE_PASS (-1) /* not IP at all (ARP): let it through untouched */
@@ -32,6 +34,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 
+	p->ifindex = skb->ifindex;
 	if ((void *)(eth + 1) > data_end)
 		return REASON_INVALID_PACKET;
 	__u16 proto = bpf_ntohs(eth->h_proto);

@@ -207,13 +207,23 @@ public sealed class NodeAgent : IDisposable
         _dp.AttachEndpoint(ifindex, ToInfo(s, existing), s.Identity);
     }
 
-    private static EndpointInfo ToInfo(EndpointState s, uint flags) => new()
+    private static EndpointInfo ToInfo(EndpointState s, uint flags)
     {
-        EndpointId = s.Id,
-        Identity = s.Identity,
-        Ipv4 = NetOrder.FromAddress(IPAddress.Parse(s.Ip)),
-        Flags = flags,
-    };
+        var info = new EndpointInfo
+        {
+            EndpointId = s.Id,
+            Identity = s.Identity,
+            Ipv4 = NetOrder.FromAddress(IPAddress.Parse(s.Ip)),
+            Flags = flags,
+        };
+        if (Mac.ParseUnicast(s.Mac) is { } mac && Mac.ParseUnicast(s.HostMac) is { } hostMac)
+        {
+            info.Mac = mac;
+            info.HostMac = hostMac;
+            info.Flags |= EndpointInfo.FlagDirect;
+        }
+        return info;
+    }
 
     private List<EndpointState> EndpointStates() => _endpoints.Values.Select(e => e.State).ToList();
 
@@ -421,6 +431,12 @@ public sealed class NodeAgent : IDisposable
         var key = $"{r.Namespace}/{r.Pod}";
         if (!IPAddress.TryParse(r.Ip, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
             throw AgentException.BadRequest($"endpoint {key}: ip '{r.Ip}' is not an IPv4 address");
+        if ((r.Mac is null) != (r.HostMac is null))
+            throw AgentException.BadRequest($"endpoint {key}: give both mac and hostMac, or neither");
+        if (r.Mac is not null && Mac.ParseUnicast(r.Mac) is null)
+            throw AgentException.BadRequest($"endpoint {key}: mac '{r.Mac}' is not a unicast MAC address (aa:bb:cc:dd:ee:ff)");
+        if (r.HostMac is not null && Mac.ParseUnicast(r.HostMac) is null)
+            throw AgentException.BadRequest($"endpoint {key}: hostMac '{r.HostMac}' is not a unicast MAC address (aa:bb:cc:dd:ee:ff)");
         if (r.ProxyVisibility is { } visibility)
         {
             try { ProxyVisibility.Parse(visibility); }
@@ -455,6 +471,8 @@ public sealed class NodeAgent : IDisposable
                 Identity = identity,
                 Ports = r.Ports?.ToList() ?? [],
                 ProxyVisibility = r.ProxyVisibility,
+                Mac = r.Mac,
+                HostMac = r.HostMac,
             };
             _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
             var rt = new EndpointRuntime(s, ifindex, false, false, "ready");

@@ -65,7 +65,12 @@ public sealed record CreateEndpointRequest(
     string NetnsPath,
     string CgroupPath,
     IReadOnlyList<ContainerPortDto>? Ports = null,
-    string? ProxyVisibility = null); // the pod's policy.cilium.io/proxy-visibility annotation
+    string? ProxyVisibility = null, // the pod's policy.cilium.io/proxy-visibility annotation
+    // The pod interface's MAC and the host veth's (as a CNI plugin reports them, and Cilium's endpoint API takes
+    // them): with both, pods of the node deliver to this one straight into its interface; without, through the
+    // node's routing.
+    string? Mac = null,
+    string? HostMac = null);
 
 public sealed record EndpointDto(
     uint Id,

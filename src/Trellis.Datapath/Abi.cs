@@ -90,7 +90,7 @@ public struct IpcacheValue
     [FieldOffset(8)] public uint EndpointId; // local endpoints only
 }
 
-[StructLayout(LayoutKind.Explicit, Size = 16)]
+[StructLayout(LayoutKind.Explicit, Size = 28)]
 public struct EndpointInfo
 {
     public const uint FlagEnforceIngress = 1;
@@ -101,10 +101,39 @@ public struct EndpointInfo
     /// <summary>The policy map has L7 redirect entries for ingress: looked up even when ingress is not enforced.</summary>
     public const uint FlagRedirectIngress = 32;
     public const uint FlagRedirectEgress = 64;
+    /// <summary>Mac and HostMac are set: pods of this node deliver to this one straight into its interface.</summary>
+    public const uint FlagDirect = 128;
     [FieldOffset(0)] public uint EndpointId;
     [FieldOffset(4)] public uint Identity;
     [FieldOffset(8)] public uint Ipv4; // network byte order
     [FieldOffset(12)] public uint Flags;
+    [FieldOffset(16)] public Mac Mac;     // the pod's interface
+    [FieldOffset(22)] public Mac HostMac; // the host side of its veth
+}
+
+/// <summary>A MAC address as the datapath stores it: 6 bytes in wire order.</summary>
+[System.Runtime.CompilerServices.InlineArray(6)]
+public struct Mac
+{
+    private byte _first;
+
+    /// <summary>Parses "aa:bb:cc:dd:ee:ff" (or with '-'); null unless it is a unicast address other than all zeroes.</summary>
+    public static Mac? ParseUnicast(string? text)
+    {
+        if (text is null) return null;
+        var parts = text.Split(':', '-');
+        if (parts.Length != 6) return null;
+        var mac = new Mac();
+        for (int i = 0; i < 6; i++)
+        {
+            if (parts[i].Length != 2 || !byte.TryParse(parts[i], System.Globalization.NumberStyles.HexNumber, null, out var b)) return null;
+            mac[i] = b;
+        }
+        if ((mac[0] & 1) != 0 || ((ReadOnlySpan<byte>)mac).IndexOfAnyExcept((byte)0) < 0) return null; // multicast/broadcast, or zero
+        return mac;
+    }
+
+    public override readonly string ToString() => Convert.ToHexStringLower(this).Chunk(2).Select(c => new string(c)).Aggregate((a, b) => a + ":" + b);
 }
 
 /// <summary>LPM key of an endpoint's policy map (see bpf/lib/maps.h): identity | dir | proto | port,
@@ -350,6 +379,7 @@ public static class Names
     public const string Counters = "trellis_counters";
     public const string Config = "trellis_config";
     public const string PolicyGen = "trellis_policy_gen";
+    public const string Lxc = "trellis_lxc";
     public const string Lb4Frontends = "trellis_lb4_frontends";
     public const string Lb4Backends = "trellis_lb4_backends";
     public const string Lb4Sockets = "trellis_lb4_sockets";

@@ -17,6 +17,8 @@ public sealed class NodeDatapath : IDisposable
     public string PinRoot { get; }
     public BpfMap Ipcache { get; }
     public BpfMap Endpoints { get; }
+    /// <summary>trellis_lxc: local endpoints by IPv4 → host-side ifindex, for delivery straight into a pod.</summary>
+    public BpfMap Lxc { get; }
     public BpfMap Policy { get; }
     public BpfMap Conntrack { get; }
     public BpfMap Events { get; }
@@ -59,6 +61,7 @@ public sealed class NodeDatapath : IDisposable
         PinRoot = pinRoot;
         Ipcache = obj.Map(Names.Ipcache);
         Endpoints = obj.Map(Names.Endpoints);
+        Lxc = obj.Map(Names.Lxc);
         Policy = obj.Map(Names.Policy);
         Conntrack = obj.Map(Names.Conntrack);
         Events = obj.Map(Names.Events);
@@ -139,6 +142,11 @@ public sealed class NodeDatapath : IDisposable
         });
         Tc.Attach(ifindex, TcAttachPoint.Ingress, FromContainer);
         Tc.Attach(ifindex, TcAttachPoint.Egress, ToContainer);
+        // Last: other pods deliver straight to it only once its entry and programs are in place.
+        if ((info.Flags & EndpointInfo.FlagDirect) != 0)
+            Lxc.Update(info.Ipv4, (uint)ifindex);
+        else
+            Lxc.Delete(info.Ipv4);
         BumpPolicyGen();
     }
 
@@ -150,6 +158,7 @@ public sealed class NodeDatapath : IDisposable
 
     public void DetachEndpoint(int ifindex, uint endpointId, uint ipv4)
     {
+        Lxc.Delete(ipv4); // first: no more direct deliveries to an interface about to go
         if (ifindex > 0)
         {
             Tc.Detach(ifindex, TcAttachPoint.Ingress);

@@ -187,7 +187,8 @@ public sealed class LabRunner(LabOptions options)
         Shell.IpNs(netns, "link", "set", "lo", "up");
         Sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1");
         Sysctl(netns, "net.ipv6.conf.default.disable_ipv6", "1");
-        Shell.IpNs(node, "link", "add", lxc, "address", mac, "type", "veth", "peer", "name", "eth0", "netns", netns);
+        var podMac = Naming.PodMac(pod.Namespace!, pod.Name);
+        Shell.IpNs(node, "link", "add", lxc, "address", mac, "type", "veth", "peer", "name", "eth0", "address", podMac, "netns", netns);
         Shell.IpNs(node, "link", "set", lxc, "up");
         Shell.IpNs(netns, "addr", "add", $"{ip}/32", "dev", "eth0");
         Shell.IpNs(netns, "link", "set", "eth0", "up");
@@ -203,7 +204,7 @@ public sealed class LabRunner(LabOptions options)
             .Select(p => new ContainerPortDto(p.Name, p.Port, p.Protocol.ToString().ToUpperInvariant())).ToList();
         // The endpoint (and its policy) exists before the pod's program starts: no unpoliced first packet.
         await agent.PutEndpointAsync(new CreateEndpointRequest(pod.Namespace!, pod.Name, pod.Labels.ToDictionary(), ip, lxc,
-            Naming.NetnsPath(netns), cg, ports, pod.ProxyVisibility), ct);
+            Naming.NetnsPath(netns), cg, ports, pod.ProxyVisibility, podMac, mac), ct);
 
         foreach (var c in pod.Containers.Where(c => c.Command.Count > 0))
             StartDetached(Naming.NetnsPath(netns), cg, Naming.PodLog(options.Node, pod.Namespace!, pod.Name), c.Command);

@@ -22,6 +22,13 @@ public static class Naming
         return $"02:{h[0..2]}:{h[2..4]}:{h[4..6]}:{h[6..8]}:{h[8..10]}";
     }
 
+    /// <summary>MAC of the pod's eth0: set by the lab (not random) so it can tell the agent, as a CNI plugin would.</summary>
+    public static string PodMac(string ns, string pod)
+    {
+        var h = Hash("pod-mac/" + ns + "/" + pod);
+        return $"02:{h[0..2]}:{h[2..4]}:{h[4..6]}:{h[6..8]}:{h[8..10]}";
+    }
+
     public static string PodLog(string node, string ns, string pod) => $"/run/trellis/{node}/pods/{ns}_{pod}.log";
 
     private static string Hash(string s) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(s)));

@@ -26,6 +26,7 @@ public sealed class AbiLayoutTests : IDisposable
         ["endpoint_info"] = (typeof(EndpointInfo), new()
         {
             ["EndpointId"] = "ep_id", ["Identity"] = "identity", ["Ipv4"] = "ipv4", ["Flags"] = "flags",
+            ["Mac"] = "mac", ["HostMac"] = "host_mac",
         }),
         ["policy_key"] = (typeof(PolicyKey), new() { ["PrefixLen"] = "prefixlen", ["Identity"] = "identity", ["DPortBe"] = "dport", ["Proto"] = "proto", ["Dir"] = "dir" }),
         ["node_config"] = (typeof(NodeConfig), new() { ["Flags"] = "flags", ["ProxyPortBe"] = "proxy_port" }),

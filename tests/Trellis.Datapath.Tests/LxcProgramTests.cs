@@ -550,6 +550,85 @@ public sealed class LxcProgramTests : IDisposable
         TakeEvents();
     }
 
+    // --- delivery straight into a pod of the node (bpf_redirect_peer) ---
+
+    private const uint TcActRedirect = 7;
+    private const int PeerIfindex = 4242; // any key: a test run's redirect is only returned, not carried out
+    private const uint PeerEpId = 9;
+
+    /// <summary>PeerIp becomes a local endpoint that takes direct delivery, enforcing ingress with the given rules.</summary>
+    private void AddDirectPeer(params (uint Identity, ushort Port, byte Proto, TrafficDirection Dir, uint PolicyId)[] ingress)
+    {
+        var info = new EndpointInfo
+        {
+            EndpointId = PeerEpId, Identity = PeerIdentity, Ipv4 = Addr(PeerIp), Flags = EndpointInfo.FlagEnforceIngress | EndpointInfo.FlagDirect,
+            Mac = Mac.ParseUnicast("02:aa:00:00:00:09")!.Value, HostMac = Mac.ParseUnicast("02:bb:00:00:00:09")!.Value,
+        };
+        _dp.ReplacePolicy(PeerEpId, ingress.Select(r => Statement(r.Identity, r.Port, r.Proto, r.Dir, r.PolicyId, deny: false)));
+        _dp.Endpoints.Update((uint)PeerIfindex, info);
+        _dp.SetIpcache(Addr(PeerIp), PeerIdentity, IpcacheValue.FlagLocalEndpoint, PeerEpId);
+        _dp.Lxc.Update(Addr(PeerIp), (uint)PeerIfindex);
+    }
+
+    [Fact]
+    public void A_packet_to_a_pod_of_the_node_is_routed_straight_into_its_interface()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceEgress);
+        Allow((PeerIdentity, 7000, Packets.Tcp, TrafficDirection.Egress, 1));
+        AddDirectPeer((EpIdentity, 7000, Packets.Tcp, TrafficDirection.Ingress, 2));
+
+        var r = _dp.FromContainer.TestRun(Packets.WithChecksums(Packets.TcpPacket(EpIp, 40000, PeerIp, 7000, Packets.Syn, payload: 3)));
+        Assert.Equal(TcActRedirect, r.ReturnValue);
+        Assert.Equal("02aa00000009", Convert.ToHexStringLower(r.DataOut.AsSpan(0, 6))); // to the pod's interface
+        Assert.Equal("02bb00000009", Convert.ToHexStringLower(r.DataOut.AsSpan(6, 6))); // from its gateway
+        Assert.Equal(63, r.DataOut[14 + 8]); // one routed hop
+        Assert.Equal((true, true), Packets.ChecksumsValid(r.DataOut));
+
+        // Both ends' verdicts were given here: the sender's egress and the destination's ingress (with its interface).
+        var events = TakeEvents();
+        Assert.Equal(2, events.Count);
+        Assert.Contains(events, e => e.Dir == (byte)TrafficDirection.Egress && e.EndpointId == EpId && e.Ifindex == TestIfindex && e.PolicyId == 1);
+        Assert.Contains(events, e => e.Dir == (byte)TrafficDirection.Ingress && e.EndpointId == PeerEpId && e.Ifindex == PeerIfindex && e.PolicyId == 2);
+        // The destination's conntrack entry exists as if its to_container had seen the packet: its replies pass.
+        Assert.True(_dp.Conntrack.TryLookup(Ct(EpIp, 40000, PeerIp, 7000, Packets.Tcp, TrafficDirection.Ingress), out CtEntry _));
+    }
+
+    [Fact]
+    public void The_destinations_ingress_policy_drops_at_the_senders_veth()
+    {
+        AddEndpoint(EndpointInfo.FlagEnforceEgress);
+        Allow((PeerIdentity, 7000, Packets.Tcp, TrafficDirection.Egress, 1));
+        AddDirectPeer(); // no ingress rule
+
+        Assert.Equal(TcActShot, FromContainer(Packets.TcpPacket(EpIp, 40000, PeerIp, 7000)));
+        var events = TakeEvents();
+        var drop = Assert.Single(events, e => e.Verdict == (byte)Verdict.Dropped);
+        AssertDropped(drop, DropReason.PolicyDenied);
+        Assert.Equal((byte)TrafficDirection.Ingress, drop.Dir);
+        Assert.Equal(PeerEpId, drop.EndpointId);
+        Assert.Equal((uint)PeerIfindex, drop.Ifindex);
+        Assert.Equal(EpIdentity, drop.SrcIdentity);
+    }
+
+    [Fact]
+    public void Without_macs_or_with_an_expiring_ttl_the_packet_takes_the_nodes_stack()
+    {
+        AddEndpoint(0);
+        AddDirectPeer((0, 0, 0, TrafficDirection.Ingress, 2));
+        var packet = Packets.WithChecksums(Packets.TcpPacket(EpIp, 40000, PeerIp, 7000));
+        Assert.Equal(TcActRedirect, FromContainer(packet));
+
+        var ttl1 = Packets.TcpPacket(EpIp, 40001, PeerIp, 7000);
+        ttl1[14 + 8] = 1;
+        Assert.Equal(TcActOk, FromContainer(Packets.WithChecksums(ttl1))); // the stack sends "time exceeded"
+
+        _dp.Endpoints.TryLookup((uint)PeerIfindex, out EndpointInfo peer);
+        peer.Flags &= ~EndpointInfo.FlagDirect;
+        _dp.UpdateEndpoint(PeerIfindex, peer);
+        Assert.Equal(TcActOk, FromContainer(packet));
+        TakeEvents();
+    }
+
     [Fact]
     public void Enabling_enforcement_on_a_live_endpoint_takes_effect_on_the_next_packet()
     {

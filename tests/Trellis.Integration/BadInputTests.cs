@@ -121,6 +121,28 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public async Task Endpoint_with_a_malformed_or_half_given_mac_is_refused_and_the_endpoint_is_unchanged()
+    {
+        await using var lab = await TestLab.UpAsync(SmallLab);
+        var before = await lab.EndpointAsync("shop", "web");
+        var request = new CreateEndpointRequest("shop", "web", new Dictionary<string, string> { ["app"] = "web" }, before.Ip, before.Ifname,
+            Trellis.Lab.Naming.NetnsPath(Trellis.Lab.Naming.PodNetns(lab.Node, "shop", "web")), Trellis.Lab.Cgroups.PodDir(lab.Node, "shop", "web"));
+        foreach (var (mac, hostMac, says) in new (string?, string?, string)[]
+                 {
+                     ("02:00:00:00:00:zz", "02:00:00:00:00:01", "mac '02:00:00:00:00:zz' is not a unicast MAC address"),
+                     ("02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff", "hostMac 'ff:ff:ff:ff:ff:ff' is not a unicast MAC address"),
+                     ("02:00:00:00:00:02", null, "give both mac and hostMac, or neither"),
+                 })
+        {
+            var e = await Assert.ThrowsAsync<AgentRequestException>(() => lab.Agent.PutEndpointAsync(request with { Mac = mac, HostMac = hostMac }));
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, e.Status);
+            Assert.Contains("endpoint shop/web: " + says, e.Message);
+        }
+        var after = await lab.EndpointAsync("shop", "web");
+        Assert.Equal((before.Id, before.Identity, before.Ifindex), (after.Id, after.Identity, after.Ifindex));
+    }
+
+    [Fact]
     public async Task Cli_policy_apply_of_malformed_file_exits_non_zero_naming_file_and_line()
     {
         await using var lab = await TestLab.UpAsync(SmallLab);

@@ -20,6 +20,9 @@ public sealed record EndpointState
     public DateTimeOffset? TerminatingSince { get; init; }
     /// <summary>The pod's policy.cilium.io/proxy-visibility annotation (validated), or null.</summary>
     public string? ProxyVisibility { get; init; }
+    /// <summary>The pod interface's and the host veth's MAC ("aa:bb:..."), when the creator gave them.</summary>
+    public string? Mac { get; init; }
+    public string? HostMac { get; init; }
 
     public string Key => $"{Namespace}/{Pod}";
 }
