@@ -4,10 +4,10 @@
 // CI smoke run: dotnet run -c Release --project bench/Trellis.Bench.ControlPlane -- --quick
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Trellis.Api;
+using Trellis.Bench.Common;
 using Trellis.Bench.ControlPlane;
 using Trellis.Lab;
 
@@ -73,21 +73,19 @@ catch (ArgumentException e)
 }
 var node = Opt("--node") ?? "bench-cp";
 var podCidr = Opt("--pod-cidr") ?? "10.220.0.0/21";
-var repo = FindRepoRoot();
+var repo = BenchArgs.RepoRoot()
+    ?? throw new BenchException("cannot find the repository root (Trellis.slnx) above the current directory; pass --trellis PATH and --markdown FILE");
 var trellis = Opt("--trellis") ?? Path.Combine(repo, "trellis");
 var markdownFile = Opt("--markdown") ?? Path.Combine(repo, "bench", "results", quick ? "control-plane-quick.md" : "control-plane.md");
 
 if (!Environment.IsPrivilegedProcess)
     return Fail("run as root: the lab creates network namespaces, veths, cgroups and BPF programs");
 foreach (var tool in new[] { "python3", "bash", "bpftool", "setsid", "ip", "nsenter" })
-    if (Which(tool) is null)
+    if (Processes.Which(tool) is null)
         return Fail($"'{tool}' is not installed; run scripts/install-deps.sh (as root)");
 
-using var cts = new CancellationTokenSource();
-using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-var ct = cts.Token;
+using var signals = new SignalCancellation();
+var ct = signals.Token;
 
 var work = Path.Combine(Path.GetTempPath(), $"trellis-bench-cp-{Environment.ProcessId}");
 Directory.CreateDirectory(work);
@@ -103,7 +101,7 @@ var batches = new List<FillBatch>();
 var notes = new List<string>();
 int probesNeverAllowed = 0, probesFirstLost = 0, probesTotal = 0, streamLost = 0;
 double agentStartMs = 0;
-var loadStart = LoadAverage();
+var loadStart = Host.LoadAverage();
 
 var labUp = false;
 try
@@ -220,7 +218,7 @@ try
             if (list.Count != endpoints)
                 throw new BenchException($"the agent lists {list.Count} endpoints, expected {endpoints}");
         }
-        Say($"{stage}: done ({total.Elapsed.TotalSeconds:0} s so far, load {LoadAverage()})");
+        Say($"{stage}: done ({total.Elapsed.TotalSeconds:0} s so far, load {Host.LoadAverage()})");
     }
 
     async Task ApplyToggleAsync(bool allow, bool wide) =>
@@ -330,11 +328,11 @@ try
             int n = Math.Min(batchSize, size - have);
             var pods = Enumerable.Range(fillers, n).Select(i => PodYaml($"fill-{i}", $"app: fill-{i / perIdentity}", ["true"])).ToList();
             var lab = LoadLab(pods, $"fill-{fillers}.yaml");
-            var cpu0 = CpuTicks(AgentPid());
+            var cpu0 = ProcFs.CpuTicks(AgentPid());
             var t = Stopwatch.StartNew();
             await runner.UpAsync(lab, ct);
             var s = t.Elapsed.TotalSeconds;
-            var cpu = CpuTicks(AgentPid()) - cpu0;
+            var cpu = ProcFs.CpuTicks(AgentPid()) - cpu0;
             batches.Add(new FillBatch(have, have + n, s, cpu / 100.0));
             Say($"  {have,5} -> {have + n,5} endpoints: {s,6:0.0} s, {n / s,5:0.0} pods/s, agent CPU {cpu * 10.0 / n,6:0.0} ms per pod");
             have += n;
@@ -374,17 +372,17 @@ try
     {
         // Idle CPU over 5 s first (nothing else happens in the lab meanwhile), then the memory figures.
         var pid = AgentPid();
-        var c0 = CpuTicks(pid);
+        var c0 = ProcFs.CpuTicks(pid);
         await Task.Delay(5000, ct);
-        var idleCpu = (CpuTicks(pid) - c0) / 100.0 / 5 * 100;
-        var status = ProcStatus(pid);
-        var proxy = PidFrom(Path.Combine(AgentPaths.RunDir(node), "proxy.pid")) is { } ppid ? ProcStatus(ppid) : [];
+        var idleCpu = (ProcFs.CpuTicks(pid) - c0) / 100.0 / 5 * 100;
+        var status = ProcFs.Status(pid);
+        var proxy = ProcFs.LivePid(BenchLab.ProxyPidFile(node)) is { } ppid ? ProcFs.Status(ppid) : [];
         var endpoints = (await agent.EndpointsAsync(ct)).Count;
         var bpf = BpfMemory();
         var stateDir = AgentPaths.StateDir(node);
         var files = Directory.Exists(stateDir) ? Directory.EnumerateFiles(stateDir, "*", SearchOption.AllDirectories).Select(f => new FileInfo(f).Length).ToList() : [];
         var m = new MemorySnapshot(label, endpoints, status.GetValueOrDefault("VmRSS"), status.GetValueOrDefault("RssAnon"), status.GetValueOrDefault("RssFile"),
-            status.GetValueOrDefault("VmHWM"), (int)status.GetValueOrDefault("Threads"), proxy.GetValueOrDefault("VmRSS"), bpf, files.Count, files.Sum(), idleCpu, LoadAverage());
+            status.GetValueOrDefault("VmHWM"), (int)status.GetValueOrDefault("Threads"), proxy.GetValueOrDefault("VmRSS"), bpf, files.Count, files.Sum(), idleCpu, Host.LoadAverage());
         Say($"memory at {label}: {m.Endpoints} endpoints, agent RSS {Mib(m.RssKb)} (anon {Mib(m.AnonKb)}, file {Mib(m.FileKb)}, peak {Mib(m.HwmKb)}), " +
             $"proxy {Mib(m.ProxyRssKb)}, BPF maps {bpf.SharedBytes / 1048576.0:0.0} MiB shared + {bpf.InnerBytes / 1024.0:0.0} KiB in {bpf.InnerMaps} policy maps, " +
             $"ipcache {bpf.IpcacheBytes / 1024.0:0.0} KiB, state {m.StateFiles} files / {m.StateBytes / 1024.0:0} KiB, agent idle CPU {idleCpu:0.0}%");
@@ -400,14 +398,14 @@ try
         long shared = 0, ipcache = 0;
         foreach (var f in Directory.EnumerateFiles(root))
         {
-            var r = RunProcess("bpftool", ["-j", "map", "show", "pinned", f], TimeSpan.FromSeconds(30), ct);
+            var r = Processes.Run("bpftool", ["-j", "map", "show", "pinned", f], TimeSpan.FromSeconds(30), ct);
             if (r.Code != 0) continue; // not a map
             var m = JsonDocument.Parse(r.Out).RootElement;
             var bytes = m.GetProperty("bytes_memlock").GetInt64();
             shared += bytes;
             if (Path.GetFileName(f) == "trellis_ipcache") ipcache = bytes;
         }
-        var dump = RunProcess("bpftool", ["-j", "map", "dump", "pinned", Path.Combine(root, "trellis_policy")], TimeSpan.FromSeconds(60), ct);
+        var dump = Processes.Run("bpftool", ["-j", "map", "dump", "pinned", Path.Combine(root, "trellis_policy")], TimeSpan.FromSeconds(60), ct);
         if (dump.Code != 0) throw new BenchException($"bpftool map dump of trellis_policy failed: {dump.Err}");
         var inner = new HashSet<long>();
         foreach (var e in JsonDocument.Parse(dump.Out).RootElement.EnumerateArray())
@@ -416,7 +414,7 @@ try
             inner.Add(v.ValueKind == JsonValueKind.Number ? v.GetInt64()
                 : v.EnumerateArray().Select((b, i) => Convert.ToInt64(b.GetString(), 16) << (8 * i)).Sum()); // little-endian bytes
         }
-        var all = RunProcess("bpftool", ["-j", "map", "show"], TimeSpan.FromSeconds(60), ct);
+        var all = Processes.Run("bpftool", ["-j", "map", "show"], TimeSpan.FromSeconds(60), ct);
         if (all.Code != 0) throw new BenchException($"bpftool map show failed: {all.Err}");
         long innerBytes = 0;
         int found = 0;
@@ -434,7 +432,7 @@ try
     string Report()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"Machine: {Machine()}; load average {loadStart} at the start, {LoadAverage()} at the end; commit {Commit()}.");
+        sb.AppendLine($"Machine: {Host.Describe()}; load average {loadStart} at the start, {Host.LoadAverage()} at the end; commit {Commit()}.");
         sb.AppendLine($"Lab node `{node}`, pod CIDR {podCidr}; {reps} repetitions per figure and size ({cliReps} through the CLI per verdict), " +
             $"client stream every {intervalUs} µs; fillers: {perIdentity} pods per identity, one CiliumNetworkPolicy per identity, {batchSize} pods per `lab up` call; " +
             $"bench wall time {total.Elapsed.TotalSeconds:0} s (without taking the lab down); agent start (`trellis lab up` of an empty lab) {agentStartMs:0} ms.");
@@ -567,8 +565,7 @@ static string Summary(List<double>? values)
 {
     if (values is not { Count: > 0 }) return "";
     var s = values.Order().ToList();
-    var median = s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
-    return $"{Ms(s[0])} / **{Ms(median)}** / {Ms(s[^1])} ({s.Count})";
+    return $"{Ms(s[0])} / **{Ms(Figures.Median(s))}** / {Ms(s[^1])} ({s.Count})";
 }
 
 static string Ms(double ms) => Math.Abs(ms) >= 100 ? ms.ToString("0", CultureInfo.InvariantCulture) : ms.ToString("0.0", CultureInfo.InvariantCulture);
@@ -586,145 +583,31 @@ async Task WaitForFileAsync(string path, TimeSpan timeout, string what)
     }
 }
 
-int AgentPid() => PidFrom(Path.Combine(AgentPaths.RunDir(node), "agent.pid"))
+int AgentPid() => ProcFs.LivePid(BenchLab.AgentPidFile(node))
     ?? throw new BenchException($"no agent pid in {AgentPaths.RunDir(node)}/agent.pid: is the agent of node {node} running?");
-
-static int? PidFrom(string pidFile)
-{
-    try
-    {
-        var first = File.ReadLines(pidFile).FirstOrDefault()?.Trim();
-        return int.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 && File.Exists($"/proc/{pid}/status") ? pid : null;
-    }
-    catch (IOException)
-    {
-        return null;
-    }
-}
-
-// Fields of /proc/PID/status in kB (or a count, for Threads).
-static Dictionary<string, long> ProcStatus(int pid)
-{
-    var result = new Dictionary<string, long>();
-    try
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-        {
-            var colon = line.IndexOf(':');
-            if (colon < 0) continue;
-            var v = line[(colon + 1)..].Trim().Split(' ')[0];
-            if (long.TryParse(v, CultureInfo.InvariantCulture, out var n)) result[line[..colon]] = n;
-        }
-    }
-    catch (IOException) { }
-    return result;
-}
-
-// utime + stime of all the process's threads, in USER_HZ (100/s) ticks.
-static long CpuTicks(int pid)
-{
-    try
-    {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture);
-    }
-    catch (Exception e) when (e is IOException or FormatException or IndexOutOfRangeException)
-    {
-        return 0;
-    }
-}
-
-static string LoadAverage() => string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
-
-static string Machine()
-{
-    var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
-    var memKb = File.ReadLines("/proc/meminfo").First(l => l.StartsWith("MemTotal:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
-    return $"{Environment.ProcessorCount} vCPU ({cpu}), {long.Parse(memKb, CultureInfo.InvariantCulture) / 1024 / 1024} GiB, Linux {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}";
-}
 
 string Commit()
 {
     try
     {
-        var head = RunProcess("git", ["-C", repo, "rev-parse", "--short", "HEAD"], TimeSpan.FromSeconds(10), CancellationToken.None);
+        var head = Processes.Run("git", ["-C", repo, "rev-parse", "--short", "HEAD"], TimeSpan.FromSeconds(10), CancellationToken.None);
         if (head.Code != 0) return "unknown (not a git checkout)";
-        var dirty = RunProcess("git", ["-C", repo, "status", "--porcelain", "--untracked-files=no", "--", "src", "bpf"], TimeSpan.FromSeconds(10), CancellationToken.None);
+        var dirty = Processes.Run("git", ["-C", repo, "status", "--porcelain", "--untracked-files=no", "--", "src", "bpf"], TimeSpan.FromSeconds(10), CancellationToken.None);
         return head.Out.Trim() + (dirty.Out.Trim().Length > 0 ? " (with uncommitted changes in src/ or bpf/)" : "");
     }
-    catch (Exception e) when (e is System.ComponentModel.Win32Exception or BenchException)
+    catch (BenchException) // git missing, or hanging
     {
         return "unknown";
     }
 }
 
-void RunTrellis(params string[] a)
-{
-    var r = RunProcess(trellis, a, TimeSpan.FromMinutes(10), ct);
-    if (r.Code != 0)
-        throw new BenchException($"{trellis} {string.Join(' ', a)} failed (exit {r.Code}):{Environment.NewLine}{r.Out}{r.Err}");
-}
+void RunTrellis(params string[] a) => BenchLab.RunTrellis(trellis, a, TimeSpan.FromMinutes(10), ct);
 
-void LabDown()
-{
-    // In its own session, so a Ctrl-C on the terminal (which signals the whole foreground group) cannot cut it short.
-    var r = RunProcess("setsid", ["-w", trellis, "lab", "down", "--node", node], TimeSpan.FromMinutes(10), CancellationToken.None);
-    if (r.Code != 0)
-        Console.Error.WriteLine($"warning: '{trellis} lab down --node {node}' failed (exit {r.Code}): {r.Out}{r.Err}");
-    if (File.Exists(Naming.NetnsPath(Naming.NodeNetns(node))))
-        Console.Error.WriteLine($"warning: network namespace {Naming.NodeNetns(node)} is still there; run '{trellis} lab down --node {node}'");
-}
+void LabDown() => BenchLab.Down(trellis, node, TimeSpan.FromMinutes(10));
 
-static ProcResult RunProcess(string file, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken ct)
-{
-    var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-    foreach (var a in arguments) psi.ArgumentList.Add(a);
-    using var p = Process.Start(psi) ?? throw new BenchException($"cannot start {file}");
-    var stdout = p.StandardOutput.ReadToEndAsync(CancellationToken.None);
-    var stderr = p.StandardError.ReadToEndAsync(CancellationToken.None);
-    using (ct.Register(() => { try { p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } }))
-    {
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            throw new BenchException($"{file} {string.Join(' ', arguments)} did not finish within {timeout.TotalSeconds:0} s");
-        }
-        p.WaitForExit();
-    }
-    ct.ThrowIfCancellationRequested();
-    return new ProcResult(p.ExitCode, stdout.Result, stderr.Result);
-}
+string? Opt(string name) => BenchArgs.Opt(args, name);
 
-void OnSignal(PosixSignalContext context)
-{
-    context.Cancel = true; // unwind through the finally that takes the lab down
-    cts.Cancel();
-}
-
-string? Opt(string name)
-{
-    var i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-}
-
-int IntOpt(string name, int dflt, bool allowZero = false) =>
-    Opt(name) is { } v ? int.TryParse(v, out var n) && (n > 0 || allowZero && n == 0) ? n
-        : throw new ArgumentException($"{name} needs a {(allowZero ? "non-negative" : "positive")} integer, not '{v}'") : dflt;
-
-static string FindRepoRoot()
-{
-    foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-        for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Trellis.slnx")))
-                return d.FullName;
-    throw new BenchException("cannot find the repository root (Trellis.slnx) above the current directory; pass --trellis PATH and --markdown FILE");
-}
-
-static string? Which(string tool) =>
-    (Environment.GetEnvironmentVariable("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").Split(':')
-        .Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
+int IntOpt(string name, int dflt, bool allowZero = false) => BenchArgs.IntOpt(args, name, dflt, allowZero);
 
 static void Say(string s) => Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {s}");
 
@@ -734,8 +617,6 @@ static int Fail(string message)
     return 1;
 }
 
-internal sealed record ProcResult(int Code, string Out, string Err);
-internal sealed class BenchException(string message) : Exception(message);
 internal sealed record BpfMemory(long SharedBytes, long IpcacheBytes, int InnerMaps, long InnerBytes);
 internal sealed record MemorySnapshot(string Label, int Endpoints, long RssKb, long AnonKb, long FileKb, long HwmKb, int Threads, long ProxyRssKb,
     BpfMemory Bpf, int StateFiles, long StateBytes, double IdleCpuPercent, string Load)

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Trellis.Api;
-using Trellis.Bench.ServiceLatency;
+using Trellis.Bench.Common;
 using Trellis.Lab;
 
 namespace Trellis.Bench.Mesh;
@@ -43,7 +43,6 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
     // The sidecars' listeners (Istio's numbers where it has them: 15001 outbound, 15006 inbound).
     const int OutboundHttp = 15001, OutboundTcp = 15002, InboundHttp = 15006, InboundTcp = 15007;
     const string NftTable = "trellis_bench_sidecar";
-    const string MetricsUrl = "http://127.0.0.1:9962/metrics";
     // The baseline's addresses: the lab's pod plumbing copied into a /24 of its own.
     const string BaseRouterIp = "10.201.0.1", BaseClientIp = "10.201.0.2", BaseServerIp = "10.201.0.3";
     const string GatewayIp = "169.254.1.1";
@@ -90,10 +89,10 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         BaselineDown();
 
         Say($"trellis CLI: {o.Trellis} (built first if its sources changed)");
-        TrellisVersion = Procs.Check(o.Trellis, ["--version"], ct).Trim();
+        TrellisVersion = Processes.Check(o.Trellis, ["--version"], ct).Trim();
         // The version names the commit; say so when the checkout's wrapper built it from a tree with local changes.
         if (o.Trellis == Path.Combine(o.RepoRoot, "trellis") &&
-            Procs.Run("git", ["-C", o.RepoRoot, "status", "--porcelain", "--", "src", "bpf"], TimeSpan.FromSeconds(30), ct) is { Code: 0, Out.Length: > 0 })
+            Processes.Run("git", ["-C", o.RepoRoot, "status", "--porcelain", "--", "src", "bpf"], TimeSpan.FromSeconds(30), ct) is { Code: 0, Out.Length: > 0 })
             TrellisVersion += " (with uncommitted changes in src/ or bpf/)";
         SetUpLab();
         agent = new AgentClient(AgentPaths.Socket(Node), TimeSpan.FromSeconds(20));
@@ -137,7 +136,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
                     Runs.Add(run);
                     Say($"round {r + 1}/{o.Rounds}  {c.Key,-7} {s.Name,-32} " + (c.Tcp
                         ? $"{run.BitsPerSecond / 1e9,8:0.00} Gbit/s"
-                        : $"{run.RequestsPerSec,10:N0} req/s  p50 {Report.Us(run.P50Us),9}  p99 {Report.Us(run.P99Us),9}") +
+                        : $"{run.RequestsPerSec,10:N0} req/s  p50 {Figures.Us(run.P50Us),9}  p99 {Figures.Us(run.P99Us),9}") +
                         (run.Cpu.Total - run.Cpu.Agent > 0 ? $"  proxies {Report.PerRequest(run.Cpu.Total - run.Cpu.Agent, run)} CPU/{(c.Tcp ? "GiB" : "request")}" : ""));
                 }
             }
@@ -154,7 +153,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
             throw new BenchException("run as root: the bench creates network namespaces, veths, cgroups, nftables rules and BPF programs");
         var tools = new List<string> { "ip", "nsenter", "setsid", "curl", "nginx", "wrk", "iperf3", "haproxy", "nft", "gnuplot", "bpftool" };
         if (o.Cpu is not null) tools.Add("taskset");
-        var missing = tools.Where(t => Procs.Which(t) is null).ToList();
+        var missing = tools.Where(t => Processes.Which(t, "/usr/sbin", "/sbin") is null).ToList();
         if (missing.Count > 0)
             throw new BenchException($"missing tools: {string.Join(", ", missing)}; run scripts/install-deps.sh (as root)");
         if (!File.Exists(o.Trellis))
@@ -242,10 +241,10 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         if (!o.Scenarios.Any(s => s.Kind == Kind.Accel)) return;
         // Same-node socket acceleration (sock_ops + sk_msg) is a node setting; until the CLI has it, scenario 3 is
         // skipped and the report says so, instead of silently measuring plain Trellis twice.
-        var help = Procs.Run(o.Trellis, ["config", "--help"], TimeSpan.FromMinutes(2), ct);
+        var help = Processes.Run(o.Trellis, ["config", "--help"], TimeSpan.FromMinutes(2), ct);
         if (!(help.Out + help.Err).Contains("--socket-acceleration", StringComparison.Ordinal))
             accelUnavailable = "this trellis has no 'config --socket-acceleration' option yet";
-        else if (Procs.Run(o.Trellis, ["config", "--socket-acceleration", "off", "--node", Node], TimeSpan.FromMinutes(1), ct) is { Code: not 0 } r)
+        else if (Processes.Run(o.Trellis, ["config", "--socket-acceleration", "off", "--node", Node], TimeSpan.FromMinutes(1), ct) is { Code: not 0 } r)
             accelUnavailable = $"'trellis config --socket-acceleration off' failed (exit {r.Code}): {(r.Err + r.Out).Trim()}";
         if (accelUnavailable is not null)
             Console.WriteLine($"scenario 3 (Trellis + socket acceleration): not available: {accelUnavailable}; skipped");
@@ -333,7 +332,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
             RunTrellis("config", "--socket-acceleration", "on");
             accelOn = true;
             // Not a failure if absent (the design may attach elsewhere), but the report says what was seen.
-            var tree = Procs.Run("bpftool", ["cgroup", "tree", Cgroups.NodeDir(Node)], TimeSpan.FromSeconds(20), ct);
+            var tree = Processes.Run("bpftool", ["cgroup", "tree", Cgroups.NodeDir(Node)], TimeSpan.FromSeconds(20), ct);
             sockOpsSeen = tree.Out.Contains("sock_ops", StringComparison.Ordinal) ? "a sock_ops program is attached under the node's cgroup"
                 : "no sock_ops program seen under the node's cgroup (bpftool cgroup tree)";
         }
@@ -438,15 +437,15 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         // Daemon mode with stdio on a log file: a daemon holding our pipes would keep the call from returning.
         var r = In(place, TimeSpan.FromSeconds(30), "/bin/sh", "-c", "exec haproxy -D -f \"$0\" -p \"$1\" </dev/null >>\"$2\" 2>&1", Cfg(name), PidFile(name), log);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-        while ((Procs.PidFrom(PidFile(name)) is null || !File.Exists(StatsSocket(name))) && DateTime.UtcNow < deadline)
+        while ((ProcFs.LivePid(PidFile(name)) is null || !File.Exists(StatsSocket(name))) && DateTime.UtcNow < deadline)
             Thread.Sleep(20);
-        if (r.Code != 0 || Procs.PidFrom(PidFile(name)) is null || !File.Exists(StatsSocket(name)))
+        if (r.Code != 0 || ProcFs.LivePid(PidFile(name)) is null || !File.Exists(StatsSocket(name)))
             throw new BenchException($"haproxy ({name}) did not start in the {place.Name} (exit {r.Code}): {(File.Exists(log) ? File.ReadAllText(log) : "")}{r.Err}");
     }
 
     void StopHaproxy(string name)
     {
-        if (Procs.PidFrom(PidFile(name)) is not { } pid) return;
+        if (ProcFs.LivePid(PidFile(name)) is not { } pid) return;
         try
         {
             using var p = Process.GetProcessById(pid);
@@ -461,7 +460,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
     {
         if (!o.Scenarios.Any(s => s.Kind == Kind.NodeProxy)) return;
         StartHaproxy("node", nodeHost);
-        Say($"node-local HAProxy (pid {Procs.PidFrom(PidFile("node"))}) on {routerIp}:{NodeHttpPort} (HTTP) and :{NodeTcpPort} (TCP) -> {serverIp}");
+        Say($"node-local HAProxy (pid {ProcFs.LivePid(PidFile("node"))}) on {routerIp}:{NodeHttpPort} (HTTP) and :{NodeTcpPort} (TCP) -> {serverIp}");
     }
 
     // The sidecars and their nftables interception exist only during the sidecar scenario's runs: a NAT rule makes the
@@ -537,7 +536,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
                     "-t", seconds.ToString(CultureInfo.InvariantCulture), "-J", "--connect-timeout", "5000"]);
                 if (r.Code != 0)
                     throw new BenchException($"iperf3 failed ({c.Name}, {s.Name}, exit {r.Code}): {r.Out}{r.Err}");
-                var (bps, bytes) = Procs.ParseIperf(r.Out);
+                var (bps, bytes) = ToolOutput.ParseIperf(r.Out);
                 var cpu1 = Ticks(s);
                 run = new Run(round, c, s, wall.Elapsed.TotalSeconds, Delta(cpu0, cpu1), BitsPerSecond: bps, Bytes: bytes);
             }
@@ -558,7 +557,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
             }
             if (s.Kind == Kind.Sidecars)
                 foreach (var (name, pod) in new[] { ("client", "client"), ("server", "server") })
-                    RecordMemory($"HAProxy sidecar, {pod} pod", "end of its last run", Procs.PidFrom(PidFile(name)), replace: true);
+                    RecordMemory($"HAProxy sidecar, {pod} pod", "end of its last run", ProcFs.LivePid(PidFile(name)), replace: true);
 
             // Proof that each run took the path it claims, else its figures describe something else.
             var s1 = await agent.StatusAsync(ct);
@@ -629,20 +628,20 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
     }
 
     Dictionary<string, (long, long)>? NodeHaproxyStats() =>
-        Scenarios.Any(s => s.Kind == Kind.NodeProxy) ? Procs.HaproxyFrontends(StatsSocket("node")) : null;
+        Scenarios.Any(s => s.Kind == Kind.NodeProxy) ? ToolOutput.HaproxyFrontends(StatsSocket("node")) : null;
 
     Dictionary<string, Dictionary<string, (long Sessions, long Requests)>> SidecarStats() => new()
     {
-        ["client"] = Procs.HaproxyFrontends(StatsSocket("client")),
-        ["server"] = Procs.HaproxyFrontends(StatsSocket("server")),
+        ["client"] = ToolOutput.HaproxyFrontends(StatsSocket("client")),
+        ["server"] = ToolOutput.HaproxyFrontends(StatsSocket("server")),
     };
 
     /// <summary>CPU of the processes on the scenario's path. The agent is counted in every scenario, the baseline
     /// included (there it is idle background work, the floor the others are read against).</summary>
     CpuUse Ticks(Scenario s) => new(
-        Procs.CpuTicks(AgentPid()),
-        s.Kind switch { Kind.L7 => Procs.CpuTicks(ProxyPid()), Kind.NodeProxy => Procs.CpuTicks(Procs.PidFrom(PidFile("node"))), _ => 0 },
-        s.Kind == Kind.Sidecars ? Procs.CpuTicks(Procs.PidFrom(PidFile("client"))) + Procs.CpuTicks(Procs.PidFrom(PidFile("server"))) : 0);
+        ProcFs.CpuTicks(AgentPid()),
+        s.Kind switch { Kind.L7 => ProcFs.CpuTicks(ProxyPid()), Kind.NodeProxy => ProcFs.CpuTicks(ProcFs.LivePid(PidFile("node"))), _ => 0 },
+        s.Kind == Kind.Sidecars ? ProcFs.CpuTicks(ProcFs.LivePid(PidFile("client"))) + ProcFs.CpuTicks(ProcFs.LivePid(PidFile("server"))) : 0);
 
     static CpuUse Delta(CpuUse a, CpuUse b) => new(b.Agent - a.Agent, b.NodeProxy - a.NodeProxy, b.Sidecars - a.Sidecars);
 
@@ -650,7 +649,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
 
     void RecordMemory(string process, string when, int? pid, bool replace = false)
     {
-        var (rss, hwm, pss) = Procs.Memory(pid);
+        var (rss, hwm, pss) = ProcFs.Memory(pid);
         if (replace) Memory.RemoveAll(m => m.Process == process && m.When == when);
         Memory.Add(new MemorySample(process, when, rss, hwm, pss));
     }
@@ -666,7 +665,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         if (Scenarios.Any(s => s.Kind == Kind.L7))
             RecordMemory("trellis-proxy (one per node)", when, ProxyPid());
         if (Scenarios.Any(s => s.Kind == Kind.NodeProxy))
-            RecordMemory("node-local HAProxy (one per node)", when, Procs.PidFrom(PidFile("node")));
+            RecordMemory("node-local HAProxy (one per node)", when, ProcFs.LivePid(PidFile("node")));
     }
 
     /// <summary>Adds N pods (namespaces running `sleep infinity`, labelled like the client, so the client's policy,
@@ -678,7 +677,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         var agentPid = AgentPid();
         var (mapsBefore, mapCountBefore) = NodeMapBytes();
         var agentBefore = SteadyRss(agentPid);
-        var proxyBefore = Procs.Memory(ProxyPid()).RssKb;
+        var proxyBefore = ProcFs.Memory(ProxyPid()).RssKb;
         var file = Path.Combine(work, "pods.yaml");
         File.WriteAllText(file, string.Join("---\n", Enumerable.Range(1, n).Select(i => $$$"""
             apiVersion: v1
@@ -697,7 +696,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         await Task.Delay(TimeSpan.FromSeconds(2), ct); // policy maps and the proxy's rule file are written by then
         var (mapsAfter, mapCountAfter) = NodeMapBytes();
         var agentAfter = SteadyRss(agentPid);
-        var proxyAfter = Procs.Memory(ProxyPid()).RssKb;
+        var proxyAfter = ProcFs.Memory(ProxyPid()).RssKb;
         if (AgentPid() != agentPid)
             throw new BenchException("the agent restarted while pods were added");
         return new PodMemory(n, agentBefore, agentAfter, mapsBefore, mapsAfter, mapCountBefore, mapCountAfter, proxyBefore, proxyAfter);
@@ -709,7 +708,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         var samples = new List<long>();
         for (int i = 0; i < 5; i++)
         {
-            samples.Add(Procs.Memory(pid).RssKb);
+            samples.Add(ProcFs.Memory(pid).RssKb);
             Thread.Sleep(200);
         }
         samples.Sort();
@@ -725,12 +724,12 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         var ids = new HashSet<uint>();
         foreach (var pinned in Directory.EnumerateFiles(AgentPaths.PinRoot(Node)))
         {
-            var show = Procs.Run("bpftool", ["-j", "map", "show", "pinned", pinned], TimeSpan.FromSeconds(20), ct);
+            var show = Processes.Run("bpftool", ["-j", "map", "show", "pinned", pinned], TimeSpan.FromSeconds(20), ct);
             if (show.Code != 0) continue; // not a map
             ids.Add(JsonDocument.Parse(show.Out).RootElement.GetProperty("id").GetUInt32());
             var name = Path.GetFileName(pinned);
             if (name is not ("trellis_policy" or "trellis_lb4_maglev")) continue;
-            var dump = Procs.Check("bpftool", ["-j", "map", "dump", "pinned", pinned], ct);
+            var dump = Processes.Check("bpftool", ["-j", "map", "dump", "pinned", pinned], ct);
             foreach (var entry in JsonDocument.Parse(dump).RootElement.EnumerateArray())
             {
                 var v = entry.GetProperty("value").EnumerateArray().Select(b => Convert.ToByte(b.GetString(), 16)).ToArray();
@@ -739,7 +738,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         }
         long bytes = 0;
         int maps = 0;
-        foreach (var m in JsonDocument.Parse(Procs.Check("bpftool", ["-j", "map", "show"], ct)).RootElement.EnumerateArray())
+        foreach (var m in JsonDocument.Parse(Processes.Check("bpftool", ["-j", "map", "show"], ct)).RootElement.EnumerateArray())
             if (ids.Contains(m.GetProperty("id").GetUInt32()))
             {
                 bytes += m.GetProperty("bytes_memlock").GetInt64();
@@ -750,53 +749,26 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
 
     // --- the lab's agent and proxy ---
 
-    int? AgentPid() => Procs.PidFrom(Path.Combine(AgentPaths.RunDir(Node), "agent.pid"));
-    string ProxyPidFile() => Path.Combine(AgentPaths.RunDir(Node), "proxy.pid");
-    int? ProxyPid() => Procs.PidFrom(ProxyPidFile());
+    int? AgentPid() => ProcFs.LivePid(BenchLab.AgentPidFile(Node));
+    string ProxyPidFile() => BenchLab.ProxyPidFile(Node);
+    int? ProxyPid() => ProcFs.LivePid(ProxyPidFile());
 
     /// <summary>HTTP requests to the server pod the agent has seen from the node's proxy (one L7 record each, read
     /// from its Prometheus endpoint in the node's network namespace). With <paramref name="settle"/>, waits until the
     /// count stops moving: the proxy sends its records asynchronously, so the last ones arrive after wrk exits.</summary>
-    long SettledProxiedRequests(bool settle)
-    {
-        var last = ProxiedRequests();
-        if (!settle) return last;
-        for (var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(3); DateTime.UtcNow < deadline;)
-        {
-            Thread.Sleep(150);
-            var now = ProxiedRequests();
-            if (now == last) return now;
-            last = now;
-        }
-        return last;
-    }
+    long SettledProxiedRequests(bool settle) =>
+        settle ? BenchLab.SettledProxiedRequests(Node, $"{Ns}/server", ct) : ProxiedRequests();
 
-    long ProxiedRequests()
-    {
-        var r = Procs.Run("nsenter", [$"--net={Naming.NetnsPath(Naming.NodeNetns(Node))}", "--", "curl", "-sS", "--max-time", "5", MetricsUrl], TimeSpan.FromSeconds(20), ct);
-        if (r.Code != 0)
-            throw new BenchException($"cannot read the agent's metrics ({MetricsUrl} in netns {Naming.NodeNetns(Node)}): curl exit {r.Code}: {r.Err}");
-        double sum = 0;
-        const string name = "hubble_http_requests_total";
-        foreach (var line in r.Out.Split('\n'))
-            if (line.StartsWith(name + "{", StringComparison.Ordinal) && line.Contains($"destination_workload=\"{Ns}/server\"", StringComparison.Ordinal))
-                sum += double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
-        return (long)sum;
-    }
+    long ProxiedRequests() => BenchLab.ProxiedRequests(Node, $"{Ns}/server", ct);
 
     // --- processes ---
 
     /// <summary>Runs a command in a place: its network namespace, after joining its cgroup (as 'trellis lab exec'
     /// does, without starting the CLI for every run).</summary>
     ProcResult In(Place p, TimeSpan timeout, params string[] command) =>
-        Procs.Run("nsenter", [$"--net={p.Netns}", "--", "/bin/sh", "-c", "[ -z \"$0\" ] || echo $$ > \"$0/cgroup.procs\" || exit 126; exec \"$@\"", p.Cgroup ?? "", .. command], timeout, ct);
+        Processes.Run("nsenter", [$"--net={p.Netns}", "--", "/bin/sh", "-c", "[ -z \"$0\" ] || echo $$ > \"$0/cgroup.procs\" || exit 126; exec \"$@\"", p.Cgroup ?? "", .. command], timeout, ct);
 
-    void RunTrellis(params string[] a)
-    {
-        var r = Procs.Run(o.Trellis, [.. a, "--node", Node], TimeSpan.FromMinutes(5), ct);
-        if (r.Code != 0)
-            throw new BenchException($"{o.Trellis} {string.Join(' ', a)} --node {Node} failed (exit {r.Code}):{Environment.NewLine}{r.Out}{r.Err}");
-    }
+    void RunTrellis(params string[] a) => BenchLab.RunTrellis(o.Trellis, [.. a, "--node", Node], TimeSpan.FromMinutes(5), ct);
 
     // --- cleanup ---
 
@@ -812,7 +784,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         if (sidecarsUp)
         {
             foreach (var place in new[] { labClient, labServer })
-                Try("nftables rules", () => Procs.Run("nsenter", [$"--net={place.Netns}", "--", "nft", "delete", "table", "ip", NftTable], TimeSpan.FromSeconds(20), CancellationToken.None));
+                Try("nftables rules", () => Processes.Run("nsenter", [$"--net={place.Netns}", "--", "nft", "delete", "table", "ip", NftTable], TimeSpan.FromSeconds(20), CancellationToken.None));
             Try("sidecars", () => { StopHaproxy("client"); StopHaproxy("server"); });
         }
         Try("node HAProxy", () => StopHaproxy("node"));
@@ -828,15 +800,7 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
         Try("work directory", () => { if (Directory.Exists(work)) Directory.Delete(work, recursive: true); });
     }
 
-    void LabDown()
-    {
-        // In its own session, so a Ctrl-C on the terminal (which signals the whole foreground group) cannot cut it short.
-        var r = Procs.Run("setsid", ["-w", o.Trellis, "lab", "down", "--node", Node], TimeSpan.FromMinutes(2), CancellationToken.None);
-        if (r.Code != 0)
-            Console.Error.WriteLine($"warning: '{o.Trellis} lab down --node {Node}' failed (exit {r.Code}): {r.Out}{r.Err}");
-        if (File.Exists(Naming.NetnsPath(Naming.NodeNetns(Node))))
-            Console.Error.WriteLine($"warning: network namespace {Naming.NodeNetns(Node)} is still there; run '{o.Trellis} lab down --node {Node}'");
-    }
+    void LabDown() => BenchLab.Down(o.Trellis, Node, TimeSpan.FromMinutes(2));
 
     void BaselineDown()
     {
@@ -853,31 +817,10 @@ internal sealed class MeshBench(Options o, CancellationToken ct)
 
     // --- files ---
 
-    static string NginxConf(string dir) => $$"""
-        # Written by bench/Trellis.Bench.Mesh: the smallest server that answers HTTP, no disk I/O per request; the
-        # same file (but for its directory) serves the lab's server pod and the baseline's.
-        worker_processes 1;
-        pid {{dir}}/nginx.pid;
-        error_log {{dir}}/error.log warn;
-        events { worker_connections 8192; }
-        http {
-            access_log off;
-            client_body_temp_path {{dir}}/client_body;
-            proxy_temp_path {{dir}}/proxy;
-            fastcgi_temp_path {{dir}}/fastcgi;
-            uwsgi_temp_path {{dir}}/uwsgi;
-            scgi_temp_path {{dir}}/scgi;
-            default_type text/plain;
-            keepalive_requests 1000000000;
-            keepalive_timeout 300s;
-            server {
-                listen {{HttpPort}};
-                listen {{L7Port}};
-                location / { return 200 "ok\n"; }
-            }
-        }
-
-        """;
+    static string NginxConf(string dir) => Nginx.Conf(
+        "# Written by bench/Trellis.Bench.Mesh: the smallest server that answers HTTP, no disk I/O per request; the\n" +
+        "# same file (but for its directory) serves the lab's server pod and the baseline's.",
+        dir, workers: 1, workerConnections: 8192, [HttpPort, L7Port]);
 
     string LabYaml(string dir)
     {

@@ -47,8 +47,3 @@ internal sealed record CpuUse(long Agent, long NodeProxy, long Sidecars)
 internal sealed record Run(int Round, Case Case, Scenario Scenario, double WallSeconds, CpuUse Cpu,
     double RequestsPerSec = 0, long Requests = 0, double P50Us = 0, double P99Us = 0, double BitsPerSecond = 0, long Bytes = 0, long TcPackets = 0,
     IReadOnlyDictionary<string, (ulong Ns, ulong Runs)>? Programs = null);
-
-internal sealed record ProcResult(int Code, string Out, string Err);
-
-/// <summary>A failure that makes the figures worthless: the bench stops (non-zero) and says why.</summary>
-internal sealed class BenchException(string message) : Exception(message);

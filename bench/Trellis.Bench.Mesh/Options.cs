@@ -1,4 +1,5 @@
 using System.Globalization;
+using static Trellis.Bench.Common.BenchArgs;
 
 namespace Trellis.Bench.Mesh;
 
@@ -69,7 +70,7 @@ internal sealed record Options
         }
 
         bool quick = args.Contains("--quick");
-        var repo = FindRepoRoot();
+        var repo = RepoRoot() ?? throw new ArgumentException("cannot find the repository root (Trellis.slnx) above the current directory");
         var cases = Opt(args, "--cases") is { } cl
             ? cl.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(k => Case.All.FirstOrDefault(c => c.Key == k) ?? throw new ArgumentException($"unknown case '{k}' in --cases ({string.Join(", ", Case.All.Select(c => c.Key))})"))
@@ -107,25 +108,5 @@ internal sealed record Options
             Cases = cases,
             Scenarios = scenarios,
         };
-    }
-
-    static string? Opt(string[] args, string name)
-    {
-        var i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    static int IntOpt(string[] args, string name, int dflt) =>
-        Opt(args, name) is { } v
-            ? int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0 ? n : throw new ArgumentException($"{name} needs a positive integer, not '{v}'")
-            : dflt;
-
-    static string FindRepoRoot()
-    {
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, "Trellis.slnx")))
-                    return d.FullName;
-        throw new ArgumentException("cannot find the repository root (Trellis.slnx) above the current directory");
     }
 }

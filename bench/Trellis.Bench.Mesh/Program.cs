@@ -3,8 +3,8 @@
 //     [--cases ka1,ka16,ka64,close16,tcp] [--scenarios baseline,l4,accel,l7,sidecars,node-haproxy] [--pods 20]
 //     [--cpu N | --no-pin] [--no-warmup] [--bpf-stats] [--node bench-mesh] [--trellis PATH]
 //   dotnet run -c Release --project bench/Trellis.Bench.Mesh -- --chart-from bench/results/mesh.csv --duration 3   (redraw only)
-using System.Runtime.InteropServices;
 using Trellis.Api;
+using Trellis.Bench.Common;
 using Trellis.Bench.Mesh;
 using Trellis.Lab;
 
@@ -45,36 +45,29 @@ if (options.ChartFrom is { } csvIn)
     }
 }
 
-using var cts = new CancellationTokenSource();
-void OnSignal(PosixSignalContext context)
-{
-    context.Cancel = true; // unwind through the finally that removes the lab, the baseline and the proxies
-    cts.Cancel();
-}
-using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
+// A signal unwinds through the finally that removes the lab, the baseline and the proxies.
+using var signals = new SignalCancellation();
 
-var bench = new MeshBench(options, cts.Token);
+var bench = new MeshBench(options, signals.Token);
 var started = DateTime.UtcNow;
-var loadBefore = LoadAverage();
+var loadBefore = Host.LoadAverage();
 try
 {
     await bench.RunAsync();
-    var report = new Report(options, bench, loadBefore, LoadAverage());
+    var report = new Report(options, bench, loadBefore, Host.LoadAverage());
     var markdown = report.Markdown();
     Directory.CreateDirectory(Path.GetDirectoryName(options.Markdown)!);
     File.WriteAllText(options.Markdown, markdown);
     var png = Path.ChangeExtension(options.Markdown, ".png");
     var csv = Path.ChangeExtension(options.Markdown, ".csv");
     File.WriteAllText(csv, report.Csv());
-    report.Chart(png, bench.WorkDir, cts.Token);
+    report.Chart(png, bench.WorkDir, signals.Token);
     Console.WriteLine();
     Console.WriteLine(markdown);
     Console.Error.WriteLine($"wrote {options.Markdown}, {png} and {csv} (the runs) in {(DateTime.UtcNow - started).TotalSeconds:0} s");
     return 0;
 }
-catch (OperationCanceledException) when (cts.IsCancellationRequested)
+catch (OperationCanceledException) when (signals.IsCancellationRequested)
 {
     Console.Error.WriteLine("interrupted");
     return 130;
@@ -94,6 +87,3 @@ finally
 {
     bench.Cleanup();
 }
-
-// The 1, 5 and 15 minute load averages: on a shared machine, the context every figure must be read in.
-static string LoadAverage() => string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3));

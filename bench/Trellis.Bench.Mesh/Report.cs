@@ -1,6 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Trellis.Bench.Common;
+using static Trellis.Bench.Common.Figures;
 
 namespace Trellis.Bench.Mesh;
 
@@ -11,18 +12,10 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
     readonly List<Run> runs = bench.Runs;
     readonly Scenario baseline = Scenario.Baseline;
 
-    public static string Us(double us) => us < 1000 ? $"{us:0} µs" : us < 1e6 ? $"{us / 1000:0.00} ms" : $"{us / 1e6:0.00} s";
-
     /// <summary>CPU per unit of work of one run: µs per request, or ms per GiB for a TCP run.</summary>
     public static string PerRequest(long ticks, Run r) =>
-        r.Case.Tcp ? r.Bytes <= 0 ? "-" : $"{ticks / Procs.UserHz * 1e3 / (r.Bytes / 1073741824.0):0} ms"
-        : r.Requests <= 0 ? "-" : ticks / Procs.UserHz * 1e6 / r.Requests is var us && us < 10 ? $"{us:0.0} µs" : Us(us);
-
-    static double Median(IEnumerable<double> values)
-    {
-        var s = values.Order().ToList();
-        return s.Count == 0 ? double.NaN : s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
-    }
+        r.Case.Tcp ? r.Bytes <= 0 ? "-" : $"{ticks / ProcFs.UserHz * 1e3 / (r.Bytes / 1073741824.0):0} ms"
+        : CpuPerRequest(ticks, r.Requests);
 
     IEnumerable<Run> Of(Scenario s, Case c) => runs.Where(r => r.Scenario == s && r.Case == c);
 
@@ -51,7 +44,7 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
         var http = o.Cases.Where(c => !c.Tcp).ToList();
         var tcp = o.Cases.FirstOrDefault(c => c.Tcp);
         var scenarios = bench.Scenarios;
-        sb.AppendLine($"Machine: {Machine()}. Tools: {Tools()}. Trellis {bench.TrellisVersion}.");
+        sb.AppendLine($"Machine: {Host.Describe()}. Tools: {Tools()}. Trellis {bench.TrellisVersion}.");
         sb.AppendLine($"{o.Rounds} round(s) x {o.Duration} s per run{(o.WarmUp ? " after a 1 s warm-up of every path" : "")}, scenario order rotating by one per round; " +
             (o.Cpu is { } cpu ? $"nginx, iperf3, wrk and the iperf3 client pinned to CPU {cpu}, the agent and the proxies not pinned" : "nothing pinned") +
             $"; load average before / after: {loadBefore} / {loadAfter}.");
@@ -188,7 +181,7 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
         var sel = Of(s, c).ToList();
         long t = sel.Sum(r => ticks(r.Cpu));
         double gib = sel.Sum(r => (double)r.Bytes) / 1073741824.0;
-        return t == 0 ? "0" : gib <= 0 ? "-" : $"{t / Procs.UserHz * 1e3 / gib:0} ms";
+        return t == 0 ? "0" : gib <= 0 ? "-" : $"{t / ProcFs.UserHz * 1e3 / gib:0} ms";
     }
 
     string CpuBreakdown(Scenario s, Case c)
@@ -197,8 +190,8 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
         long requests = sel.Sum(r => r.Requests);
         double wall = sel.Sum(r => r.WallSeconds);
         if (requests == 0 || wall <= 0) return "-";
-        string Per(long ticks) => ticks == 0 ? "0" : ticks / Procs.UserHz * 1e6 / requests is var us && us < 10 ? $"{us:0.0} µs" : Us(us);
-        string Share(long ticks) => $"{ticks / Procs.UserHz / wall * 100:0.#}%";
+        string Per(long ticks) => CpuPerRequest(ticks, requests);
+        string Share(long ticks) => $"{ticks / ProcFs.UserHz / wall * 100:0.#}%";
         var agent = sel.Sum(r => r.Cpu.Agent);
         var proxy = sel.Sum(r => r.Cpu.NodeProxy);
         var sidecars = sel.Sum(r => r.Cpu.Sidecars);
@@ -312,7 +305,7 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
             """;
         var gp = Path.Combine(workDir, "chart.gp");
         File.WriteAllText(gp, script);
-        var r = Procs.Run("gnuplot", [gp], TimeSpan.FromMinutes(1), ct);
+        var r = Processes.Run("gnuplot", [gp], TimeSpan.FromMinutes(1), ct);
         if (r.Code != 0 || !File.Exists(png))
             throw new BenchException($"gnuplot failed (exit {r.Code}): {r.Err}");
     }
@@ -333,26 +326,9 @@ internal sealed class Report(Options o, MeshBench bench, string loadBefore, stri
 
     // --- machine and tools ---
 
-    static string Machine()
-    {
-        var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
-        var memKb = File.ReadLines("/proc/meminfo").First(l => l.StartsWith("MemTotal:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
-        return $"{Environment.ProcessorCount} vCPU ({cpu}), {long.Parse(memKb, CultureInfo.InvariantCulture) / 1024 / 1024} GiB, Linux {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}";
-    }
-
     static string Tools() => string.Join(", ", new[] { ("nginx", "-v"), ("wrk", "-v"), ("iperf3", "--version"), ("haproxy", "-v"), ("nft", "--version") }.Select(t => Version(t.Item1, t.Item2)));
 
-    static string Version(string tool, string flag)
-    {
-        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(flag);
-        using var p = Process.Start(psi)!;
-        var text = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        // "nginx version: nginx/1.22.1", "wrk 4.1.0 [epoll] Copyright ...", "iperf 3.12 (cJSON 1.7.15)",
-        // "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/", "nftables v1.0.6 (Lester Gooch #5)"
-        var first = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? tool;
-        return first.Replace("nginx version: ", "").Replace("HAProxy version", "HAProxy").Split(" Copyright", 2)[0].Split(" - http", 2)[0]
-            .Split(" (", 2)[0].Split(" [", 2)[0].Trim();
-    }
+    // Shorter than Host.ToolVersion: "wrk 4.1.0", "iperf 3.12", "HAProxy 2.6.12-1+deb12u4 2026/10/17", "nftables v1.0.6".
+    static string Version(string tool, string flag) =>
+        Host.ToolVersion(tool, flag).Replace("HAProxy version", "HAProxy").Split(" (", 2)[0].Split(" [", 2)[0].Trim();
 }

@@ -4,11 +4,11 @@
 //     [--compare service|events|l7 [--sidecars]]
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Trellis.Api;
-using Trellis.Bench.ServiceLatency;
+using Trellis.Bench.Common;
+using static Trellis.Bench.Common.Figures;
 using Trellis.Lab;
 
 // Request rate, latency and connection setup through a ClusterIP service versus straight to the pod (issue 4:
@@ -22,8 +22,6 @@ const string ClusterIp = "10.96.50.50";
 const int ProxiedPort = 8081; // --compare l7: the server port the client's egress policy sends through the L7 proxy
 const int SidecarPort = 8082; // --compare l7 --sidecars: the server pod's HAProxy sidecar (-> nginx on 127.0.0.1:8080)
 const int ClientSidecarPort = 15080; // ... and the client pod's HAProxy sidecar on 127.0.0.1, which wrk talks to
-const string MetricsUrl = "http://127.0.0.1:9962/metrics"; // the agent's metrics listener (default) in the node's netns
-const double UserHz = 100; // the unit of /proc/PID/stat times (USER_HZ, 100 on every Linux architecture .NET runs on)
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
@@ -102,27 +100,27 @@ if (onlyCases?.Except(["ka1", "ka16", "close1", "close16"]).FirstOrDefault() is 
 // makes one-connection figures jump between two modes (measured: ~12k vs ~39k req/s for the same run), which hides
 // a 5% difference. On one CPU the runs are CPU-bound, so any extra cost per connection shows in the request rate.
 string[] pin = args.Contains("--no-pin") ? [] : ["taskset", "-c", cpu.ToString(CultureInfo.InvariantCulture)];
-var repo = FindRepoRoot();
+var repo = BenchArgs.RepoRoot()
+    ?? throw new BenchException("cannot find the repository root (Trellis.slnx) above the current directory; pass --trellis PATH");
 var trellis = Opt("--trellis") ?? Path.Combine(repo, "trellis");
 
 if (!Environment.IsPrivilegedProcess)
     return Fail("run as root: the lab creates network namespaces, veths, cgroups and BPF programs");
 foreach (var tool in new[] { "nginx", "wrk", "curl", "setsid", "bpftool", "taskset" })
-    if (Which(tool) is null)
+    if (Processes.Which(tool) is null)
         return Fail($"'{tool}' is not installed; run scripts/install-deps.sh (as root)");
-if (sidecars && Which("haproxy") is null)
+if (sidecars && Processes.Which("haproxy") is null)
     return Fail("'haproxy' is not installed (--sidecars); apt-get install -y haproxy");
 
-using var cts = new CancellationTokenSource();
-using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-var ct = cts.Token;
+using var signals = new SignalCancellation();
+var ct = signals.Token;
 
 var work = Path.Combine(Path.GetTempPath(), $"trellis-bench-svc-{Environment.ProcessId}");
 Directory.CreateDirectory(work);
 var labFile = Path.Combine(work, "lab.yaml");
-File.WriteAllText(Path.Combine(work, "nginx.conf"), NginxConf(work, nginxWorkers, compareL7 ? [8080, ProxiedPort] : [8080]));
+File.WriteAllText(Path.Combine(work, "nginx.conf"), Nginx.Conf(
+    "# Written by bench/Trellis.Bench.ServiceLatency: the smallest server that answers HTTP, no disk I/O per request.",
+    work, nginxWorkers, 4096, compareL7 ? [8080, ProxiedPort] : [8080]));
 File.WriteAllText(labFile, LabYaml(work));
 
 string? statsBefore = null;
@@ -176,7 +174,7 @@ try
         var http0 = ProxiedRequests();
         await WaitForAsync(proxied);
         if (ProxiedRequests() <= http0)
-            throw new BenchException($"{proxied} answered but the agent counted no HTTP request from the L7 proxy ({MetricsUrl} in netns {Naming.NodeNetns(node)}): the request did not go through the proxy");
+            throw new BenchException($"{proxied} answered but the agent counted no HTTP request from the L7 proxy ({BenchLab.MetricsUrl} in netns {Naming.NodeNetns(node)}): the request did not go through the proxy");
         if (ProxyPid() is not { } proxyPid)
             throw new BenchException($"no running L7 proxy in {ProxyPidFile()}; see /run/trellis/{node}/proxy.log");
         proxyLogLinesBefore = ProxyLogLines();
@@ -235,8 +233,8 @@ try
                 results.Add(run);
                 Say($"round {r + 1}/{rounds}  {c.Name,-44} {t.Name,-9} {run.Wrk.RequestsPerSec,10:N0} req/s  p50 {Us(run.Wrk.P50Us),9}  p99 {Us(run.Wrk.P99Us),9}" +
                     (t.Service ? $"  ({run.Translated:N0} connects translated)" : "") +
-                    (t.Via == Hop.NodeProxy ? $"  (proxy: {run.Proxied:N0} requests, {PerRequest(run.ProxyTicks, run.Wrk.Requests)} CPU/request)" : "") +
-                    (t.Via == Hop.Sidecars ? $"  (sidecars: {PerRequest(run.SidecarTicks, run.Wrk.Requests)} CPU/request)" : "") +
+                    (t.Via == Hop.NodeProxy ? $"  (proxy: {run.Proxied:N0} requests, {CpuPerRequest(run.ProxyTicks, run.Wrk.Requests)} CPU/request)" : "") +
+                    (t.Via == Hop.Sidecars ? $"  (sidecars: {CpuPerRequest(run.SidecarTicks, run.Wrk.Requests)} CPU/request)" : "") +
                     (run.Programs.TryGetValue("sock4_connect", out var sc) && sc.Runs > 0 ? $"  sock4_connect {(double)sc.Ns / sc.Runs:0} ns/run" : ""));
             }
         }
@@ -297,7 +295,7 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
     // run (also the direct ones, which must show none).
     var proxyPid = compareL7 ? ProxyPid() : null;
     var sidecarPids = SidecarPids().Select(p => p.Pid).ToList();
-    long proxyCpu0 = proxyPid is { } pp0 ? CpuTicks(pp0) : 0, sidecarCpu0 = sidecarPids.Sum(CpuTicks);
+    long proxyCpu0 = ProcFs.CpuTicks(proxyPid), sidecarCpu0 = sidecarPids.Sum(p => ProcFs.CpuTicks(p));
     var http0 = compareL7 ? SettledProxiedRequests() : 0;
     var cpu0 = AgentCpuTicks();
     var wall = Stopwatch.StartNew();
@@ -315,7 +313,7 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
     }
     var cpu1 = AgentCpuTicks();
     var wallS = wall.Elapsed.TotalSeconds;
-    long proxyCpu1 = proxyPid is { } pp1 ? CpuTicks(pp1) : 0, sidecarCpu1 = sidecarPids.Sum(CpuTicks);
+    long proxyCpu1 = ProcFs.CpuTicks(proxyPid), sidecarCpu1 = sidecarPids.Sum(p => ProcFs.CpuTicks(p));
     var http1 = compareL7 ? SettledProxiedRequests() : 0;
     if (compareL7)
     {
@@ -331,7 +329,7 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
         if (t.Via == Hop.NodeProxy && seen < w.Requests)
             throw new BenchException($"wrk completed {w.Requests} requests through the L7 proxy ({c.Name}) but the agent counted {seen} HTTP records: " +
                 "requests bypassed the proxy, or L7 records were lost (trellis_l7_records_lost_total, if this agent has it: " +
-                $"{MetricValue(Metrics(), "trellis_l7_records_lost_total")?.ToString(CultureInfo.InvariantCulture) ?? "n/a"})");
+                $"{BenchLab.MetricValue(BenchLab.Metrics(node, ct), "trellis_l7_records_lost_total")?.ToString(CultureInfo.InvariantCulture) ?? "n/a"})");
         if (t.Via != Hop.NodeProxy && seen != 0)
             throw new BenchException($"the agent counted {seen} HTTP records from the L7 proxy during a {t.Name} run ({c.Name}): that path should not touch the proxy");
     }
@@ -346,7 +344,7 @@ async Task<Run> RunWrkAsync(int round, Case c, Target t, int seconds, AgentClien
     var progs1 = bpfStats ? ProgramStats(s1) : [];
     var progDelta = progs1.Where(p => progs0.ContainsKey(p.Key))
         .ToDictionary(p => p.Key, p => (Ns: p.Value.Ns - progs0[p.Key].Ns, Runs: p.Value.Runs - progs0[p.Key].Runs));
-    return new Run(round, c, t, w, translated, (cpu1 - cpu0) / UserHz / wallS * 100, progDelta,
+    return new Run(round, c, t, w, translated, (cpu1 - cpu0) / ProcFs.UserHz / wallS * 100, progDelta,
         cpu1 - cpu0, proxyCpu1 - proxyCpu0, sidecarCpu1 - sidecarCpu0, http1 - http0, wallS);
 }
 
@@ -358,8 +356,8 @@ string Report(Case[] cases, Target[] targets, List<Run> runs, string serverIp)
     // The first target is the baseline; every other one gets its own columns and ratios against it.
     var baseline = targets[0];
     var others = targets[1..];
-    var tools = $"{Version("nginx", "-v")}, {Version("wrk", "-v")}" + (sidecars ? $", {Version("haproxy", "-v")}" : "");
-    sb.AppendLine($"Machine: {Machine()}; tools: {tools}.");
+    var tools = $"{Host.ToolVersion("nginx", "-v")}, {Host.ToolVersion("wrk", "-v")}" + (sidecars ? $", {Host.ToolVersion("haproxy", "-v")}" : "");
+    sb.AppendLine($"Machine: {Host.Describe()}; tools: {tools}.");
     var paths = compareL7
         ? $"direct = http://{serverIp}:8080/ (client egress allowed at L4), L7 proxy = http://{serverIp}:{ProxiedPort}/ (client egress " +
           "allowed with rules.http [{method: GET, path: \"/.*\"}]: the datapath hands the connection to the node's proxy, which checks every request)" +
@@ -419,7 +417,7 @@ string Report(Case[] cases, Target[] targets, List<Run> runs, string serverIp)
                 long requests = sel.Sum(r => r.Wrk.Requests);
                 double wallS = sel.Sum(r => r.WallSeconds);
                 string Cpu(Func<Run, long> ticks) =>
-                    $"{PerRequest(sel.Sum(ticks), requests)}, {sel.Sum(ticks) / UserHz / wallS * 100:0.#}%";
+                    $"{CpuPerRequest(sel.Sum(ticks), requests)}, {sel.Sum(ticks) / ProcFs.UserHz / wallS * 100:0.#}%";
                 sb.AppendLine($"| {c.Name} | {t.Name} | {requests:N0} | {Cpu(r => r.ProxyTicks)} | {Cpu(r => r.AgentTicks)} |" +
                     (sidecars ? $" {Cpu(r => r.SidecarTicks)} |" : ""));
             }
@@ -471,53 +469,16 @@ string Report(Case[] cases, Target[] targets, List<Run> runs, string serverIp)
     static string Mb(long kb) => kb < 0 ? "-" : $"{kb / 1024.0:0.0} MiB";
 }
 
-static double Median(List<double> sorted) =>
-    sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
-
-static string Us(double us) => us < 1000 ? $"{us:0} µs" : us < 1e6 ? $"{us / 1000:0.00} ms" : $"{us / 1e6:0.00} s";
-
-static string Machine()
-{
-    var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
-    var memKb = File.ReadLines("/proc/meminfo").First(l => l.StartsWith("MemTotal:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
-    return $"{Environment.ProcessorCount} vCPU ({cpu}), {long.Parse(memKb, CultureInfo.InvariantCulture) / 1024 / 1024} GiB, Linux {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}";
-}
-
-static string Version(string tool, string flag)
-{
-    var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-    psi.ArgumentList.Add(flag);
-    using var p = Process.Start(psi)!;
-    var text = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-    p.WaitForExit();
-    // "nginx version: nginx/1.22.1" / "wrk 4.1.0 [epoll] Copyright ..."
-    var first = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? tool;
-    return first.Replace("nginx version: ", "").Split(" Copyright", 2)[0].Split(" - http", 2)[0].Trim();
-}
-
 // --- lab and processes ---
 
 ProcResult Exec(TimeSpan timeout, params string[] command) => ExecIn("client", timeout, command);
 
 ProcResult ExecIn(string pod, TimeSpan timeout, params string[] command) =>
-    RunProcess(trellis, ["lab", "exec", "--node", node, "-n", Ns, pod, "--", .. command], timeout, ct);
+    Processes.Run(trellis, ["lab", "exec", "--node", node, "-n", Ns, pod, "--", .. command], timeout, ct);
 
-void RunTrellis(params string[] a)
-{
-    var r = RunProcess(trellis, a, TimeSpan.FromMinutes(5), ct);
-    if (r.Code != 0)
-        throw new BenchException($"{trellis} {string.Join(' ', a)} failed (exit {r.Code}):{Environment.NewLine}{r.Out}{r.Err}");
-}
+void RunTrellis(params string[] a) => BenchLab.RunTrellis(trellis, a, TimeSpan.FromMinutes(5), ct);
 
-void LabDown()
-{
-    // In its own session, so a Ctrl-C on the terminal (which signals the whole foreground group) cannot cut it short.
-    var r = RunProcess("setsid", ["-w", trellis, "lab", "down", "--node", node], TimeSpan.FromMinutes(2), CancellationToken.None);
-    if (r.Code != 0)
-        Console.Error.WriteLine($"warning: '{trellis} lab down --node {node}' failed (exit {r.Code}): {r.Out}{r.Err}");
-    if (File.Exists(Naming.NetnsPath(Naming.NodeNetns(node))))
-        Console.Error.WriteLine($"warning: network namespace {Naming.NodeNetns(node)} is still there; run '{trellis} lab down --node {node}'");
-}
+void LabDown() => BenchLab.Down(trellis, node, TimeSpan.FromMinutes(2));
 
 async Task WaitForAsync(string url)
 {
@@ -541,13 +502,13 @@ Dictionary<string, (ulong Ns, ulong Runs)> ProgramStats(StatusResponse status)
 {
     var stats = status.Programs.ToDictionary(p => p.Name, p => (p.RunTimeNs, p.RunCount));
     var cgroup = Cgroups.NodeDir(node);
-    var attached = RunProcess("bpftool", ["-j", "cgroup", "show", cgroup], TimeSpan.FromSeconds(20), ct);
+    var attached = Processes.Run("bpftool", ["-j", "cgroup", "show", cgroup], TimeSpan.FromSeconds(20), ct);
     if (attached.Code != 0)
         throw new BenchException($"bpftool cgroup show {cgroup} failed: {attached.Err}");
     foreach (var prog in JsonDocument.Parse(attached.Out).RootElement.EnumerateArray())
     {
         var id = prog.GetProperty("id").GetUInt32();
-        var info = RunProcess("bpftool", ["-j", "prog", "show", "id", id.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(20), ct);
+        var info = Processes.Run("bpftool", ["-j", "prog", "show", "id", id.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(20), ct);
         if (info.Code != 0)
             throw new BenchException($"bpftool prog show id {id} failed: {info.Err}");
         var p = JsonDocument.Parse(info.Out).RootElement;
@@ -558,14 +519,14 @@ Dictionary<string, (ulong Ns, ulong Runs)> ProgramStats(StatusResponse status)
     return stats;
 }
 
-long AgentCpuTicks() => AgentPid() is { } pid ? CpuTicks(pid) : 0;
+long AgentCpuTicks() => ProcFs.CpuTicks(AgentPid());
 
-int? AgentPid() => PidFrom(Path.Combine(AgentPaths.RunDir(node), "agent.pid"));
+int? AgentPid() => ProcFs.ReadPid(BenchLab.AgentPidFile(node));
 
-string ProxyPidFile() => Path.Combine(AgentPaths.RunDir(node), "proxy.pid");
+string ProxyPidFile() => BenchLab.ProxyPidFile(node);
 
 /// <summary>The node's L7 proxy, when its pid file names a live process.</summary>
-int? ProxyPid() => PidFrom(ProxyPidFile()) is { } pid && File.Exists($"/proc/{pid}/stat") ? pid : null;
+int? ProxyPid() => ProcFs.LivePid(ProxyPidFile());
 
 int ProxyLogLines()
 {
@@ -574,98 +535,17 @@ int ProxyLogLines()
     catch (IOException) { return 0; }
 }
 
-static int? PidFrom(string pidFile)
-{
-    try
-    {
-        // haproxy writes one pid per line; the others one pid.
-        var first = File.ReadLines(pidFile).FirstOrDefault()?.Trim();
-        return int.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
-    }
-    catch (IOException)
-    {
-        return null;
-    }
-}
-
-// utime + stime of all the process's threads (fields 14 and 15 of /proc/PID/stat, after the parenthesised command
-// name), in USER_HZ ticks; 0 if the process is gone.
-static long CpuTicks(int pid)
-{
-    try
-    {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture);
-    }
-    catch (Exception e) when (e is IOException or FormatException or IndexOutOfRangeException)
-    {
-        return 0;
-    }
-}
-
-static string PerRequest(long ticks, long requests) =>
-    requests <= 0 ? "-" : ticks == 0 ? "0" : ticks / UserHz * 1e6 / requests is var us && us < 10 ? $"{us:0.0} µs" : Us(us);
-
 // VmRSS and VmHWM (peak) of a process, for the memory table.
 void Remember(string process, string when, int pid)
 {
-    long Field(string[] lines, string name) =>
-        lines.FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal)) is { } l
-            ? long.Parse(l[name.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) : -1;
-    try
-    {
-        var status = File.ReadAllLines($"/proc/{pid}/status");
-        memory.Add((process, when, Field(status, "VmRSS:"), Field(status, "VmHWM:")));
-    }
-    catch (IOException)
-    {
-        memory.Add((process, when, -1, -1));
-    }
+    var (rss, hwm, _) = ProcFs.Memory(pid);
+    memory.Add((process, when, rss, hwm));
 }
 
-// The agent's Prometheus text, read inside the node's network namespace where its listener is.
-string Metrics()
-{
-    var r = RunProcess("ip", ["netns", "exec", Naming.NodeNetns(node), "curl", "-sS", "--max-time", "5", MetricsUrl], TimeSpan.FromSeconds(20), ct);
-    if (r.Code != 0)
-        throw new BenchException($"cannot read the agent's metrics ({MetricsUrl} in netns {Naming.NodeNetns(node)}): curl exit {r.Code}: {r.Err}");
-    return r.Out;
-}
-
-// Sum of one metric family's samples whose labels contain every given label="value".
-static double? MetricValue(string text, string name, params string[] labels)
-{
-    double? sum = null;
-    foreach (var line in text.Split('\n'))
-    {
-        if (!line.StartsWith(name, StringComparison.Ordinal) || line.Length <= name.Length || line[name.Length] is not ('{' or ' '))
-            continue;
-        if (labels.Any(l => !line.Contains(l, StringComparison.Ordinal)))
-            continue;
-        sum = (sum ?? 0) + double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
-    }
-    return sum;
-}
-
-// HTTP requests to the server pod the agent has seen from the node's proxy (one L7 record each, any status).
-long ProxiedRequests() =>
-    (long)(MetricValue(Metrics(), "hubble_http_requests_total", $"destination_workload=\"{Ns}/server\"") ?? 0);
-
-// The same once it stops moving: the proxy sends its records asynchronously (a queue, then a datagram to the agent),
-// so the last requests of a run may be counted a little after wrk has exited.
-long SettledProxiedRequests()
-{
-    var last = ProxiedRequests();
-    for (var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(3); DateTime.UtcNow < deadline;)
-    {
-        Thread.Sleep(150);
-        var now = ProxiedRequests();
-        if (now == last) return now;
-        last = now;
-    }
-    return last;
-}
+// HTTP requests to the server pod the agent has seen from the node's proxy (one L7 record each, any status), and the
+// same once the count stops moving (the last records of a run arrive after wrk exits).
+long ProxiedRequests() => BenchLab.ProxiedRequests(node, $"{Ns}/server", ct);
+long SettledProxiedRequests() => BenchLab.SettledProxiedRequests(node, $"{Ns}/server", ct);
 
 // --sidecars: HAProxy in the client pod (wrk -> 127.0.0.1:15080, where it applies the same L7 rule: GET, path /.*)
 // and in the server pod (:8082 -> nginx on 127.0.0.1:8080), both in HTTP mode with keep-alive and connection reuse
@@ -704,9 +584,9 @@ void StartSidecars(string serverIp)
         if (r.Code != 0)
             throw new BenchException($"haproxy did not start in pod {Ns}/{pod} (exit {r.Code}): {(File.Exists(log) ? File.ReadAllText(log) : "")}{r.Err}");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-        while (PidFrom(pidFile) is null && DateTime.UtcNow < deadline)
+        while (ProcFs.ReadPid(pidFile) is null && DateTime.UtcNow < deadline)
             Thread.Sleep(50);
-        if (PidFrom(pidFile) is null)
+        if (ProcFs.ReadPid(pidFile) is null)
             throw new BenchException($"haproxy in pod {Ns}/{pod} wrote no pid file {pidFile}; log: {(File.Exists(log) ? File.ReadAllText(log) : "(none)")}");
     }
 }
@@ -715,57 +595,12 @@ IEnumerable<(string Name, int Pid)> SidecarPids()
 {
     if (!sidecars) yield break;
     foreach (var pod in new[] { "client", "server" })
-        if (PidFrom(Path.Combine(work, $"haproxy-{pod}.pid")) is { } pid)
+        if (ProcFs.ReadPid(Path.Combine(work, $"haproxy-{pod}.pid")) is { } pid)
             yield return ($"HAProxy sidecar, {pod} pod", pid);
 }
 
 
-static ProcResult RunProcess(string file, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken ct)
-{
-    var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-    foreach (var a in arguments) psi.ArgumentList.Add(a);
-    using var p = Process.Start(psi) ?? throw new BenchException($"cannot start {file}");
-    var stdout = p.StandardOutput.ReadToEndAsync(CancellationToken.None);
-    var stderr = p.StandardError.ReadToEndAsync(CancellationToken.None);
-    using (ct.Register(() => { try { p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } }))
-    {
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            throw new BenchException($"{file} {string.Join(' ', arguments)} did not finish within {timeout.TotalSeconds:0} s");
-        }
-        p.WaitForExit();
-    }
-    ct.ThrowIfCancellationRequested();
-    return new ProcResult(p.ExitCode, stdout.Result, stderr.Result);
-}
-
 // --- files ---
-
-static string NginxConf(string dir, int workers, int[] ports) => $$"""
-    # Written by bench/Trellis.Bench.ServiceLatency: the smallest server that answers HTTP, no disk I/O per request.
-    worker_processes {{workers}};
-    pid {{dir}}/nginx.pid;
-    error_log {{dir}}/error.log warn;
-    events { worker_connections 4096; }
-    http {
-        access_log off;
-        client_body_temp_path {{dir}}/client_body;
-        proxy_temp_path {{dir}}/proxy;
-        fastcgi_temp_path {{dir}}/fastcgi;
-        uwsgi_temp_path {{dir}}/uwsgi;
-        scgi_temp_path {{dir}}/scgi;
-        default_type text/plain;
-        keepalive_requests 1000000000;
-        keepalive_timeout 300s;
-        server {
-            {{string.Join(" ", ports.Select(p => $"listen {p};"))}}
-            location / { return 200 "ok\n"; }
-        }
-    }
-
-    """;
 
 string LabYaml(string dir) => $$$"""
     # Written by bench/Trellis.Bench.ServiceLatency.
@@ -820,33 +655,9 @@ static string L7PolicyYaml() => $$$"""
 
 // --- arguments, helpers ---
 
-void OnSignal(PosixSignalContext context)
-{
-    context.Cancel = true; // unwind through the finally that takes the lab down
-    cts.Cancel();
-}
+string? Opt(string name) => BenchArgs.Opt(args, name);
 
-string? Opt(string name)
-{
-    var i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-}
-
-int IntOpt(string name, int dflt) =>
-    Opt(name) is { } v ? int.TryParse(v, out var n) && n > 0 ? n : throw new ArgumentException($"{name} needs a positive integer, not '{v}'") : dflt;
-
-static string FindRepoRoot()
-{
-    foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-        for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Trellis.slnx")))
-                return d.FullName;
-    throw new BenchException("cannot find the repository root (Trellis.slnx) above the current directory; pass --trellis PATH");
-}
-
-static string? Which(string tool) =>
-    (Environment.GetEnvironmentVariable("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").Split(':')
-        .Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
+int IntOpt(string name, int dflt) => BenchArgs.IntOpt(args, name, dflt);
 
 static void Say(string s) => Console.Error.WriteLine(s);
 
@@ -867,5 +678,3 @@ internal enum Hop { Direct, NodeProxy, Sidecars }
 /// <param name="Proxied">HTTP records the agent received from the node proxy during the run.</param>
 internal sealed record Run(int Round, Case Case, Target Target, WrkResult Wrk, long Translated, double AgentCpuPercent,
     Dictionary<string, (ulong Ns, ulong Runs)> Programs, long AgentTicks = 0, long ProxyTicks = 0, long SidecarTicks = 0, long Proxied = 0, double WallSeconds = 0);
-internal sealed record ProcResult(int Code, string Out, string Err);
-internal sealed class BenchException(string message) : Exception(message);

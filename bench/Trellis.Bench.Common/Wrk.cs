@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace Trellis.Bench.ServiceLatency;
+namespace Trellis.Bench.Common;
 
 /// <summary>What one wrk run measured.</summary>
 public sealed record WrkResult(double RequestsPerSec, long Requests, double P50Us, double P99Us);
