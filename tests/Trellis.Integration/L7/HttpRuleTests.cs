@@ -15,66 +15,26 @@ public sealed class HttpRuleTests(ITestOutputHelper output)
 {
     // The same HTTP rules, as the client's egress or as the server's ingress.
     private const string Rules = """
-                  rules:
-                    http:
-                      - method: GET
-                        path: "/public/.*"
-                      - method: GET
-                        path: "/missing"
-                      - method: POST
-                        path: "/submit"
-                        headers: ["X-Token: secret"]
-                      - method: GET
-                        path: "/admin"
-                        headerMatches:
-                          - name: X-Role
-                            value: admin
-                      - method: PUT
-                        path: "/flag"
-                        headers: ["X-Flag"]
+        - method: GET
+          path: "/public/.*"
+        - method: GET
+          path: "/missing"
+        - method: POST
+          path: "/submit"
+          headers: ["X-Token: secret"]
+        - method: GET
+          path: "/admin"
+          headerMatches:
+            - name: X-Role
+              value: admin
+        - method: PUT
+          path: "/flag"
+          headers: ["X-Flag"]
         """;
 
     private static string Policy(string direction) => direction == "EGRESS"
-        ? $"""
-          apiVersion: cilium.io/v2
-          kind: CiliumNetworkPolicy
-          metadata:
-            name: client-http
-            namespace: web
-          spec:
-            endpointSelector:
-              matchLabels:
-                app: client
-            egress:
-              - toEndpoints:
-                  - matchLabels:
-                      app: server
-                toPorts:
-                  - ports:
-                      - port: "{L7Lab.Http}"
-                        protocol: TCP
-          {Rules}
-          """
-        : $"""
-          apiVersion: cilium.io/v2
-          kind: CiliumNetworkPolicy
-          metadata:
-            name: server-http
-            namespace: web
-          spec:
-            endpointSelector:
-              matchLabels:
-                app: server
-            ingress:
-              - fromEndpoints:
-                  - matchLabels:
-                      app: client
-                toPorts:
-                  - ports:
-                      - port: "{L7Lab.Http}"
-                        protocol: TCP
-          {Rules}
-          """;
+        ? L7Lab.ClientEgressPolicy("client-http", L7Lab.Http, Rules)
+        : L7Lab.ServerIngressPolicy("server-http", L7Lab.Http, Rules);
 
     [Theory]
     [InlineData("EGRESS")]
@@ -236,30 +196,7 @@ public sealed class HttpRuleTests(ITestOutputHelper output)
     public async Task Denied_request_in_the_middle_of_a_keep_alive_connection_does_not_break_it()
     {
         await using var l7 = await L7Lab.UpAsync();
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: keepalive
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: client
-              egress:
-                - toEndpoints:
-                    - matchLabels:
-                        app: server
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Http}}"
-                          protocol: TCP
-                      rules:
-                        http:
-                          - method: GET
-                            path: "/public/.*"
-            """);
-        await L7Lab.EventuallyAsync(() => l7.RequestAsync("GET", L7Lab.Http, "/public/ready"), r => r.Code == "200", "the proxy applies the new rules");
+        await l7.ApplyPublicGetOnlyAsync("keepalive");
         var since = DateTimeOffset.UtcNow;
 
         // One curl, three URLs: curl reuses the connection when the server keeps it open (nginx does, HTTP/1.1).
@@ -297,33 +234,7 @@ public sealed class HttpRuleTests(ITestOutputHelper output)
     public async Task Client_that_half_closes_after_its_request_still_gets_the_answer()
     {
         await using var l7 = await L7Lab.UpAsync();
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: half-close
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: client
-              egress:
-                - toEndpoints:
-                    - matchLabels:
-                        app: server
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Http}}"
-                          protocol: TCP
-                      rules:
-                        http:
-                          - method: GET
-                            path: "/public/.*"
-                    - ports:
-                        - port: "{{L7Lab.HttpPlain}}"
-                          protocol: TCP
-            """);
-        await L7Lab.EventuallyAsync(() => l7.RequestAsync("GET", L7Lab.Http, "/public/ready"), r => r.Code == "200", "the proxy applies the new rules");
+        await l7.ApplyPublicGetOnlyAsync("half-close", L7Lab.HttpPlain);
 
         // The request, then shutdown(SHUT_WR) (socat does it at the end of its input), then read the answer for up to 3 s:
         // legal HTTP/1.1 client behaviour (nc -N, socat, some HTTP/1.0 clients).

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Text;
 using Trellis.Api;
 using Trellis.Integration.Infrastructure;
 using Trellis.Integration.PolicyLanguage;
@@ -145,6 +146,71 @@ public sealed class L7Lab : IAsyncDisposable
 
     public static string Tail(string path, int lines = 20) =>
         File.Exists(path) ? string.Join(Environment.NewLine, File.ReadLines(path).TakeLast(lines)) : $"({path} does not exist)";
+
+    // --- policies ---
+
+    /// <summary>The HTTP rule most tests put on <see cref="Http"/>: GET under /public/; the proxy denies the rest.</summary>
+    public const string PublicGetRule = """
+        - method: GET
+          path: "/public/.*"
+        """;
+
+    /// <summary>A CiliumNetworkPolicy on the client's egress to the server: <paramref name="port"/> with
+    /// <paramref name="httpRules"/> (the items of rules.http, as an unindented YAML list), so the proxy checks every request
+    /// there, and <paramref name="l4Ports"/> allowed at L4 only (they never reach the proxy).</summary>
+    public static string ClientEgressPolicy(string name, int port, string httpRules, params int[] l4Ports) =>
+        PolicyYaml(name, "client", "egress", "toEndpoints", "server", port, httpRules, l4Ports);
+
+    /// <summary>A CiliumNetworkPolicy on the server's ingress from the client on <paramref name="port"/>: with
+    /// <paramref name="httpRules"/> (as in <see cref="ClientEgressPolicy"/>) through the proxy, without at L4 only.</summary>
+    public static string ServerIngressPolicy(string name, int port, string? httpRules = null) =>
+        PolicyYaml(name, "server", "ingress", "fromEndpoints", "client", port, httpRules, []);
+
+    /// <summary>Applies <see cref="ClientEgressPolicy"/> with <see cref="PublicGetRule"/> on <see cref="Http"/> (and
+    /// <paramref name="l4Ports"/> at L4 only), then waits until the proxy has the rule (GET /public/ready passes).</summary>
+    public async Task ApplyPublicGetOnlyAsync(string name, params int[] l4Ports)
+    {
+        await Lab.ApplyPolicyAsync(ClientEgressPolicy(name, Http, PublicGetRule, l4Ports));
+        await EventuallyAsync(() => RequestAsync("GET", Http, "/public/ready"), r => r.Code == "200", "the proxy applies the new rules");
+    }
+
+    private static string PolicyYaml(string name, string subject, string direction, string peersKey, string peer, int port,
+        string? httpRules, int[] l4Ports)
+    {
+        var yaml = new StringBuilder($"""
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata:
+              name: {name}
+              namespace: {Ns}
+            spec:
+              endpointSelector:
+                matchLabels:
+                  app: {subject}
+              {direction}:
+                - {peersKey}:
+                    - matchLabels:
+                        app: {peer}
+                  toPorts:
+                    - ports:
+                        - port: "{port}"
+                          protocol: TCP
+
+            """);
+        if (httpRules is not null)
+        {
+            yaml.Append("          rules:\n            http:\n");
+            foreach (var line in httpRules.Split('\n'))
+                yaml.Append("              ").Append(line).Append('\n');
+        }
+        if (l4Ports.Length > 0)
+        {
+            yaml.Append("        - ports:\n");
+            foreach (var p in l4Ports)
+                yaml.Append($"            - port: \"{p}\"\n              protocol: TCP\n");
+        }
+        return yaml.ToString();
+    }
 
     // --- HTTP from the pods ---
 

@@ -13,36 +13,13 @@ namespace Trellis.Integration.L7;
 [Trait("Requires", "root")]
 public sealed class L7ProtocolTests(ITestOutputHelper output)
 {
-    private static string ClientEgress(string name, int port, string rules) => $$"""
-        apiVersion: cilium.io/v2
-        kind: CiliumNetworkPolicy
-        metadata:
-          name: {{name}}
-          namespace: web
-        spec:
-          endpointSelector:
-            matchLabels:
-              app: client
-          egress:
-            - toEndpoints:
-                - matchLabels:
-                    app: server
-              toPorts:
-                - ports:
-                    - port: "{{port}}"
-                      protocol: TCP
-                  rules:
-                    http:
-        {{rules}}
-        """;
-
     [Fact]
     public async Task H2c_with_prior_knowledge_is_allowed_and_denied_per_stream()
     {
         await using var l7 = await L7Lab.UpAsync();
-        await l7.Lab.ApplyPolicyAsync(ClientEgress("h2c", L7Lab.H2c, """
-                          - method: GET
-                            path: "/h2/allowed.*"
+        await l7.Lab.ApplyPolicyAsync(L7Lab.ClientEgressPolicy("h2c", L7Lab.H2c, """
+            - method: GET
+              path: "/h2/allowed.*"
             """));
         var h2 = (string path) => l7.CurlAsync(null, 5, "--http2-prior-knowledge", l7.Url(L7Lab.H2c, path));
         await L7Lab.EventuallyAsync(() => h2("/h2/allowed/ready"), r => r.Code == "200", "the proxy applies the new rules");
@@ -105,29 +82,10 @@ public sealed class L7ProtocolTests(ITestOutputHelper output)
             Assert.True(r.Ok && r.Stdout.Trim() == $"OK {m} trellis", $"{m} without policy: {r}{Diagnostics()}");
         }
 
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: greeter
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: server
-              ingress:
-                - fromEndpoints:
-                    - matchLabels:
-                        app: client
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Grpc}}"
-                          protocol: TCP
-                      rules:
-                        http:
-                          - method: POST
-                            path: "/pkg.Greeter/SayHello"
-            """);
+        await l7.Lab.ApplyPolicyAsync(L7Lab.ServerIngressPolicy("greeter", L7Lab.Grpc, """
+            - method: POST
+              path: "/pkg.Greeter/SayHello"
+            """));
         var waited = DateTime.UtcNow;
         ExecResult hello;
         do
@@ -169,11 +127,11 @@ public sealed class L7ProtocolTests(ITestOutputHelper output)
         var sha = Convert.ToHexStringLower(SHA256.HashData(data));
         data = null;
 
-        await l7.Lab.ApplyPolicyAsync(ClientEgress("upload", L7Lab.Upload, """
-                          - method: POST
-                            path: "/upload"
-                          - method: PUT
-                            path: "/upload"
+        await l7.Lab.ApplyPolicyAsync(L7Lab.ClientEgressPolicy("upload", L7Lab.Upload, """
+            - method: POST
+              path: "/upload"
+            - method: PUT
+              path: "/upload"
             """));
         await L7Lab.EventuallyAsync(() => l7.CurlAsync(null, 5, "-d", "x", l7.Url(L7Lab.Upload, "/upload")), r => r.Code == "200", "the proxy applies the new rules");
         var since = DateTimeOffset.UtcNow;

@@ -16,35 +16,7 @@ public sealed class L7ScopeTests
     public async Task Flows_without_L7_rules_never_reach_the_proxy()
     {
         await using var l7 = await L7Lab.UpAsync();
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: client-out
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: client
-              egress:
-                - toEndpoints:
-                    - matchLabels:
-                        app: server
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Http}}"
-                          protocol: TCP
-                      rules:
-                        http:
-                          - method: GET
-                            path: "/public/.*"
-                    - ports:
-                        - port: "{{L7Lab.HttpPlain}}"
-                          protocol: TCP
-                        - port: "{{L7Lab.Echo}}"
-                          protocol: TCP
-            """);
-        await L7Lab.EventuallyAsync(() => l7.RequestAsync("GET", L7Lab.Http, "/public/ready"), r => r.Code == "200", "the proxy applies the new rules");
+        await l7.ApplyPublicGetOnlyAsync("client-out", L7Lab.HttpPlain, L7Lab.Echo);
         var since = DateTimeOffset.UtcNow;
 
         // The L4-only HTTP port: what the L7 rules would deny passes, nothing looks at HTTP there.
@@ -122,25 +94,7 @@ public sealed class L7ScopeTests
 
         // Visibility does not replace L4 policy: with an ingress policy for the client only, the intruder is dropped
         // by the kernel (no L7 record), and the client's requests are still visible.
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: server-in
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: server
-              ingress:
-                - fromEndpoints:
-                    - matchLabels:
-                        app: client
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Http}}"
-                          protocol: TCP
-            """);
+        await l7.Lab.ApplyPolicyAsync(L7Lab.ServerIngressPolicy("server-in", L7Lab.Http));
         await L7Lab.EventuallyAsync(() => l7.RequestAsync("GET", L7Lab.Http, "/with-policy/ready"), r => r.Code == "200", "client still allowed");
         var since2 = DateTimeOffset.UtcNow;
         L7Lab.AssertServed(await l7.RequestAsync("GET", L7Lab.Http, "/with-policy"), "200", "ok GET /with-policy", "client allowed by L4 policy");

@@ -16,33 +16,7 @@ public sealed class ProxyRecoveryTests(ITestOutputHelper output)
     public async Task Killed_proxy_restarts_within_2s_L7_fails_closed_meanwhile_and_L4_is_untouched()
     {
         await using var l7 = await L7Lab.UpAsync();
-        await l7.Lab.ApplyPolicyAsync($$"""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata:
-              name: client-out
-              namespace: web
-            spec:
-              endpointSelector:
-                matchLabels:
-                  app: client
-              egress:
-                - toEndpoints:
-                    - matchLabels:
-                        app: server
-                  toPorts:
-                    - ports:
-                        - port: "{{L7Lab.Http}}"
-                          protocol: TCP
-                      rules:
-                        http:
-                          - method: GET
-                            path: "/public/.*"
-                    - ports:
-                        - port: "{{L7Lab.Echo}}"
-                          protocol: TCP
-            """);
-        await L7Lab.EventuallyAsync(() => l7.RequestAsync("GET", L7Lab.Http, "/public/ready"), r => r.Code == "200", "the proxy applies the new rules");
+        await l7.ApplyPublicGetOnlyAsync("client-out", L7Lab.Echo);
         L7Lab.AssertDenied(await l7.RequestAsync("GET", L7Lab.Http, "/private"), "before the kill");
         var echo = l7.Client.OpenEcho(l7.ServerIp, L7Lab.Echo);
         await echo.AssertWorksAsync("before the kill");
