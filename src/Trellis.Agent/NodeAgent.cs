@@ -32,6 +32,8 @@ public sealed class NodeAgent : IDisposable
     private CidrIdentities _cidrs = null!;
     private Services.ServiceManager _services = null!;
     private readonly Dictionary<string, EndpointRuntime> _endpoints = new(); // by "ns/pod"
+    // Cgroup directory -> inode (the cgroup id socket events carry), so a snapshot does not stat every pod's cgroup.
+    private Dictionary<string, ulong> _cgroupIds = new();
     private FlowMonitor _monitor = null!;
     private Timer? _ctGc;
     private Timer? _deviceScan;
@@ -366,8 +368,8 @@ public sealed class NodeAgent : IDisposable
             ReleaseIdentityIfUnused(old);
         // The moved endpoints' own policy (their selectors may match differently now) and the peers' stale entries.
         var movedKeys = moves.Select(m => m.Ep.State.Key).ToHashSet();
-        var all = Sources();
-        RegenerateWhere(ep => movedKeys.Contains(ep.State.Key) || SelectedBy(ep, all));
+        var selected = SelectedByAny(Sources());
+        RegenerateWhere(ep => movedKeys.Contains(ep.State.Key) || selected(ep));
     }
 
     /// <summary>Changes a pod's labels (as `kubectl label` does): its identity and every policy that selects
@@ -480,7 +482,8 @@ public sealed class NodeAgent : IDisposable
             // Peers learn a new identity before its first packet; then this endpoint's own policy goes in
             // before its entry and programs, so the first packet already sees the policy.
             bool othersAffected = newIdentity || s.Ports.Any(p => p.Name is not null);
-            if (othersAffected) RegenerateWhere(ep => ep.State.Key != key && SelectedBy(ep, Sources()));
+            _cgroupIds.Remove(r.CgroupPath); // a pod created again under the same path has a new cgroup
+            if (othersAffected) RegenerateSelectedBy(Sources(), except: key);
             Regenerate(rt, attach: true);
             _services.Sync(EndpointStates());
             if (existing is not null && existing.State.Identity != identity)
@@ -545,9 +548,9 @@ public sealed class NodeAgent : IDisposable
     {
         try
         {
-            var nics = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces(); // netlink: not under the lock
+            var interfaces = NodeAddresses.Ipv4(); // netlink: not under the lock
             lock (_gate)
-                if (ScanDevicesLocked(nics))
+                if (ScanDevicesLocked(interfaces))
                     _services.Sync(EndpointStates());
         }
         catch (Exception e)
@@ -558,25 +561,18 @@ public sealed class NodeAgent : IDisposable
 
     /// <summary>Finds the node's own devices (up, not loopback, not a pod veth, with an IPv4 address), attaches the
     /// NodePort load balancer to new ones and gives their addresses the host identity. Returns whether the
-    /// node's addresses changed.</summary>
-    private bool ScanDevicesLocked(System.Net.NetworkInformation.NetworkInterface[]? nics = null)
+    /// node's addresses changed. One netlink address dump: its cost does not grow with the pods.</summary>
+    private bool ScanDevicesLocked(IReadOnlyList<InterfaceAddresses>? interfaces = null)
     {
         var found = new List<DeviceDto>();
         var addresses = new List<uint> { NetOrder.FromAddress(_ipam.RouterIp) };
         var podIfs = _endpoints.Values.Select(e => e.State.Ifname).ToHashSet();
-        foreach (var nic in nics ?? System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
+        foreach (var nic in interfaces ?? NodeAddresses.Ipv4())
         {
-            if (nic.NetworkInterfaceType == System.Net.NetworkInformation.NetworkInterfaceType.Loopback ||
-                nic.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Down ||
-                nic.Name.StartsWith("lxc", StringComparison.Ordinal) || podIfs.Contains(nic.Name))
+            if (nic.Loopback || !nic.Up || nic.Name.StartsWith("lxc", StringComparison.Ordinal) || podIfs.Contains(nic.Name))
                 continue;
-            var v4 = nic.GetIPProperties().UnicastAddresses.Select(a => a.Address)
-                .Where(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork).ToList();
-            if (v4.Count == 0) continue;
-            int ifindex = BpfFs.IfNameToIndex(nic.Name);
-            if (ifindex <= 0) continue;
-            found.Add(new DeviceDto(nic.Name, ifindex, v4.Select(a => a.ToString()).ToList()));
-            addresses.AddRange(v4.Select(NetOrder.FromAddress));
+            found.Add(new DeviceDto(nic.Name, nic.Ifindex, nic.Addresses.Select(a => a.ToString()).ToList()));
+            addresses.AddRange(nic.Addresses.Select(NetOrder.FromAddress));
         }
         foreach (var d in found.Where(d => !_devices.Any(o => o.Ifindex == d.Ifindex)))
         {
@@ -688,7 +684,7 @@ public sealed class NodeAgent : IDisposable
             var p = _policies.All.FirstOrDefault(x => x.Stored.Name == name && x.Stored.Namespace == ns)
                 ?? throw AgentException.NotFound(ns is null ? $"no CiliumClusterwideNetworkPolicy named '{name}'" : $"no policy named '{name}' in namespace '{ns}'");
             var dto = new PolicyDto(p.Stored.Id, p.Stored.Kind, p.Stored.Name, p.Stored.Namespace, p.Resource.Rules.Count, p.Stored.FileName, p.Stored.AppliedAt);
-            return new PolicyDetailDto(dto, ManifestText.DocumentAt(p.Stored.Yaml, p.Resource.Location.Line));
+            return new PolicyDetailDto(dto, p.Stored.Yaml); // the policy's own document
         }
     }
 
@@ -829,14 +825,31 @@ public sealed class NodeAgent : IDisposable
         PublishProxyPolicyLocked();
     }
 
-    private bool SelectedBy(EndpointRuntime ep, IReadOnlyList<CompiledPolicySource> policies) =>
-        policies.Count > 0 && _identities.LabelsOf(ep.State.Identity) is { } labels
-        && PolicyCompiler.SelectingRules(new IdentityInfo(ep.State.Identity, labels), policies).Count > 0;
+    private bool SelectedBy(uint identity, IReadOnlyList<CompiledPolicySource> policies) =>
+        policies.Count > 0 && _identities.LabelsOf(identity) is { } labels
+        && PolicyCompiler.SelectingRules(new IdentityInfo(identity, labels), policies).Count > 0;
+
+    /// <summary><see cref="SelectedBy(uint, IReadOnlyList{CompiledPolicySource})"/> once per identity, not per endpoint:
+    /// endpoints sharing labels share the answer.</summary>
+    private Func<EndpointRuntime, bool> SelectedByAny(IReadOnlyList<CompiledPolicySource> policies)
+    {
+        var byIdentity = new Dictionary<uint, bool>();
+        return ep => byIdentity.TryGetValue(ep.State.Identity, out var hit) ? hit : byIdentity[ep.State.Identity] = SelectedBy(ep.State.Identity, policies);
+    }
 
     // A policy's entries only land in the maps of the endpoints it selects; a change to the set of
     // identities (or named ports) only matters to endpoints some policy selects.
-    private void RegenerateSelectedBy(IReadOnlyList<CompiledPolicySource> policies) => RegenerateWhere(ep => SelectedBy(ep, policies));
-    private void RegenerateAfterIdentityChange() { var all = Sources(); RegenerateWhere(ep => SelectedBy(ep, all) || ep.Installed is null); }
+    private void RegenerateSelectedBy(IReadOnlyList<CompiledPolicySource> policies, string? except = null)
+    {
+        var selected = SelectedByAny(policies);
+        RegenerateWhere(ep => ep.State.Key != except && selected(ep));
+    }
+
+    private void RegenerateAfterIdentityChange()
+    {
+        var selected = SelectedByAny(Sources());
+        RegenerateWhere(ep => selected(ep) || ep.Installed is null);
+    }
 
     private PolicyInputs Inputs()
     {
@@ -994,9 +1007,15 @@ public sealed class NodeAgent : IDisposable
                 labels[c.Id] = [$"cidr:{c.Cidr}", "reserved:world"];
             var pols = _policies.All.ToFrozenDictionary(p => p.Stored.Id, p => new PolicyRef(p.Stored.Name, p.Stored.Namespace));
             var byCgroup = new Dictionary<ulong, (uint, uint)>();
+            var cgroupIds = new Dictionary<string, ulong>();
             foreach (var e in _endpoints.Values)
-                if (e.State.CgroupPath is { Length: > 0 } cg && NativeFs.InodeOf(cg) is { } id)
+                if (e.State.CgroupPath is { Length: > 0 } cg
+                    && (_cgroupIds.TryGetValue(cg, out var known) ? known : NativeFs.InodeOf(cg)) is { } id)
+                {
+                    cgroupIds[cg] = id;
                     byCgroup[id] = (NetOrder.FromAddress(IPAddress.Parse(e.State.Ip)), e.State.Identity);
+                }
+            _cgroupIds = cgroupIds; // endpoints gone are dropped
             var frontends = new Dictionary<uint, string>();
             foreach (var (stored, svc) in _services.All)
                 for (int i = 0; i < svc.Ports.Count; i++)

@@ -26,6 +26,18 @@ public sealed class BpfMapTests : IDisposable
     }
 
     [Fact]
+    public void UpdateBatch_writes_every_entry_in_one_call()
+    {
+        var m = _obj.Map("test_hash");
+        var keys = Enumerable.Range(1, 50).Select(i => (uint)i).ToArray();
+        m.UpdateBatch<uint, ulong>(keys, keys.Select(k => k * 10UL).ToArray());
+        Assert.Equal(keys, m.Keys<uint>().Order());
+        Assert.True(m.TryLookup(37u, out ulong v));
+        Assert.Equal(370UL, v);
+        Assert.Throws<ArgumentException>(() => m.UpdateBatch<uint, ulong>(keys, [1UL]));
+    }
+
+    [Fact]
     public void Update_flags_NoExist_and_Exist_are_enforced_by_the_kernel()
     {
         var m = _obj.Map("test_hash");

@@ -8,7 +8,8 @@ public sealed record StoredPolicy(uint Id, string Kind, string Name, string? Nam
 
 public sealed record ActivePolicy(StoredPolicy Stored, PolicyResource Resource);
 
-/// <summary>The applied policies, persisted as the YAML they came from and re-parsed at start.</summary>
+/// <summary>The applied policies, each persisted as its own YAML document (not the whole file it came in: a file of n
+/// policies would be stored n times) and re-parsed at start.</summary>
 public sealed class PolicyRepository
 {
     private readonly IStateStore _store;
@@ -23,7 +24,8 @@ public sealed class PolicyRepository
             var res = ManifestParser.Parse(s.Yaml, s.FileName).OfType<PolicyResource>()
                 .FirstOrDefault(p => p.Kind == s.Kind && p.Name == s.Name && p.Namespace == s.Namespace)
                 ?? throw new InvalidOperationException($"stored policy {key} no longer parses to the same resource");
-            _byKey[Key(s.Kind, s.Namespace, s.Name)] = new ActivePolicy(s, res);
+            // Stored by an earlier version with the whole file: keep only its document from now on.
+            _byKey[Key(s.Kind, s.Namespace, s.Name)] = new ActivePolicy(s with { Yaml = ManifestText.DocumentAt(s.Yaml, res.Location.Line) }, res);
         }
     }
 
@@ -36,11 +38,13 @@ public sealed class PolicyRepository
     {
         var applied = new List<ActivePolicy>();
         uint next = _byKey.Count == 0 ? 1 : _byKey.Values.Max(p => p.Stored.Id) + 1;
-        foreach (var p in policies)
+        var documents = ManifestText.DocumentsAt(yaml, policies.Select(p => p.Location.Line).ToList());
+        for (int i = 0; i < policies.Count; i++)
         {
+            var p = policies[i];
             var key = Key(p.Kind, p.Namespace, p.Name);
             var id = _byKey.TryGetValue(key, out var old) ? old.Stored.Id : next++;
-            var stored = new StoredPolicy(id, p.Kind, p.Name, p.Namespace, fileName, yaml, now);
+            var stored = new StoredPolicy(id, p.Kind, p.Name, p.Namespace, fileName, documents[i], now);
             _store.Put($"policies/{key}", JsonSerializer.Serialize(stored));
             var active = new ActivePolicy(stored, p);
             _byKey[key] = active;
