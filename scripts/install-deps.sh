@@ -41,8 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ -n "$own_policy" ]; then rm -f "$own_policy"; trap - EXIT; fi
 fi
 
-# bpffs for pinned maps and programs.
-if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+# bpffs for pinned maps and programs. Read the mount table from the file: with pipefail, `mount | grep -q` fails when
+# grep exits at its first match and mount gets SIGPIPE, and a second bpffs mounted over the first hides every pin
+# (a running node's maps and programs) from then on.
+if ! grep -qs '^[^ ]* /sys/fs/bpf bpf ' /proc/self/mounts; then
   mkdir -p /sys/fs/bpf
   mount -t bpf bpf /sys/fs/bpf
 fi

@@ -194,12 +194,14 @@ public sealed class NodeDatapath : IDisposable
     /// </summary>
     public void BumpPolicyGen()
     {
-        lock (_policyGate)
-        {
-            PolicyGen.TryLookup(0u, out uint gen);
-            gen = gen == uint.MaxValue ? 1 : gen + 1; // 0 means "never cached"
-            PolicyGen.Update(0u, gen);
-        }
+        lock (_policyGate) BumpPolicyGenLocked();
+    }
+
+    private void BumpPolicyGenLocked()
+    {
+        PolicyGen.TryLookup(0u, out uint gen);
+        gen = gen == uint.MaxValue ? 1 : gen + 1; // 0 means "never cached"
+        PolicyGen.Update(0u, gen);
     }
 
     public uint CurrentPolicyGen => PolicyGen.TryLookup(0u, out uint gen) ? gen : 0;
@@ -243,13 +245,24 @@ public sealed class NodeDatapath : IDisposable
                 fds[i] = inner.Fd;
             }
             lock (_policyGate)
-                Policy.UpdateBatch<uint, int>(keys, fds); // the outer map holds its own references
+            {
+                // The kernel stores the new inner maps at once but returns only after an RCU grace period (~10 ms).
+                // Cached verdicts must go stale when the new maps become visible, not 10 ms later (a flow the new
+                // policy denies would pass meanwhile), and not before (a packet in between would cache the old
+                // verdict under the new generation): so the generation moves as soon as the last entry shows its
+                // new map, while the update call is still waiting.
+                var update = Task.Run(() => Policy.UpdateBatch<uint, int>(keys, fds)); // the outer map holds its own references
+                uint lastKey = keys[^1], lastId = inners[^1].Id;
+                while (!update.IsCompleted && !(Policy.TryLookup(lastKey, out uint id) && id == lastId))
+                    Thread.Yield();
+                BumpPolicyGenLocked();
+                update.GetAwaiter().GetResult();
+            }
         }
         finally
         {
             foreach (var m in inners) m.Dispose();
         }
-        BumpPolicyGen();
     }
 
     /// <summary>Node-wide settings: policy audit mode (policy drops pass and are reported with verdict AUDIT) and
