@@ -19,13 +19,8 @@ public sealed class FileStateStore : IStateStore
             File.Delete(tmp);
     }
 
-    private string PathOf(string key, string paramName = "key")
-    {
-        ArgumentNullException.ThrowIfNull(key, paramName);
-        var parts = key.Split('/', StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length == 0) throw new ArgumentException($"empty state key '{key}'", paramName);
-        return Path.Combine([_root, .. parts.Select(Escape)]) + ".json";
-    }
+    private string PathOf(string key, string paramName = "key") =>
+        Path.Combine([_root, .. StateKey.Segments(key, paramName).Select(Escape)]) + ".json";
 
     // Keys come from names Kubernetes already restricts; escaping keeps any '.'/'..' or odd byte harmless.
     private static string Escape(string segment) => "k_" + Uri.EscapeDataString(segment).Replace("%", "=");
