@@ -26,7 +26,7 @@ public sealed class NodeAgent : IDisposable
     private IStateStore _store = null!;
     private NodeDatapath _dp = null!;
     private PodIpam _ipam = null!;
-    private IdentityManager _identities = null!;
+    private IIdentityManager _identities = null!;
     private PolicyRepository _policies = null!;
     private readonly Dictionary<string, Labels> _namespaces = new();
     private CidrIdentities _cidrs = null!;

@@ -9,7 +9,7 @@ public sealed record StoredIdentity(uint Id, Dictionary<string, string> Labels);
 
 /// <summary>Numeric security identities, one per distinct identity label set, persisted so the same
 /// label set keeps its number across agent restarts. Identities no endpoint uses are released.</summary>
-public sealed class IdentityManager
+public sealed class IdentityManager : IIdentityManager
 {
     private readonly IStateStore _store;
     private readonly IdentityAllocator _allocator;

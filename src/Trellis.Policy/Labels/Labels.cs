@@ -37,6 +37,38 @@ public sealed class Labels : IReadOnlyDictionary<string, string>, IEquatable<Lab
         return new Labels(pairs);
     }
 
+    /// <summary>The set whose <see cref="Key"/> is <paramref name="key"/> (the inverse of <see cref="Key"/>).</summary>
+    public static Labels FromKey(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (key.Length == 0)
+            return Empty;
+        var pairs = new List<KeyValuePair<string, string>>();
+        var sb = new StringBuilder();
+        string? name = null;
+        for (var i = 0; i <= key.Length; i++)
+        {
+            if (i == key.Length || key[i] == ',')
+            {
+                if (name is null)
+                    throw new FormatException($"labels key '{key}': '{sb}' has no unescaped '='");
+                pairs.Add(KeyValuePair.Create(name, sb.ToString()));
+                name = null;
+                sb.Clear();
+            }
+            else if (key[i] == '=' && name is null)
+            {
+                name = sb.ToString();
+                sb.Clear();
+            }
+            else if (key[i] == '\\' && i + 1 < key.Length)
+                sb.Append(key[++i]);
+            else
+                sb.Append(key[i]);
+        }
+        return new Labels(pairs);
+    }
+
     /// <summary>A copy with <paramref name="key"/> set to <paramref name="value"/> (replacing any existing value).</summary>
     public Labels With(string key, string value) =>
         new(_items.Where(p => p.Key != key).Append(KeyValuePair.Create(key, value)));

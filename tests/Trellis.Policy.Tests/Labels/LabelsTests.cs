@@ -26,6 +26,19 @@ public class LabelsTests
     }
 
     [Fact]
+    public void FromKey_reads_back_any_Key()
+    {
+        foreach (var labels in new[]
+        {
+            Labels.Empty,
+            Labels.From(("app", "web")),
+            Labels.From(("a", "1,b=2"), ("k\\,=x", "=\\"), ("k8s:io.kubernetes.pod.namespace", "shop"), ("e", "")),
+        })
+            Assert.Equal(labels, Labels.FromKey(labels.Key));
+        Assert.Throws<FormatException>(() => Labels.FromKey("a=1,b"));
+    }
+
+    [Fact]
     public void Labels_work_as_dictionary_keys()
     {
         var map = new Dictionary<Labels, int> { [Labels.From(("x", "1"), ("y", "2"))] = 7 };
