@@ -101,13 +101,14 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 		.backend_address = be->address,
 		.backend_port = be->port,
 	};
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct lb4_revnat *old = bpf_map_lookup_elem(&trellis_lb4_sockets, &cookie);
+	struct lb4_revnat *old = bpf_sk_storage_get(&trellis_lb4_sockets, ctx->sk, 0, 0);
 	/* One event per connection, not per datagram: an unconnected UDP socket sending to the same backend
 	 * again is not news. */
 	if (!old || old->frontend_address != rn.frontend_address || old->frontend_port != rn.frontend_port ||
 	    old->backend_address != rn.backend_address || old->backend_port != rn.backend_port) {
-		bpf_map_update_elem(&trellis_lb4_sockets, &cookie, &rn, BPF_ANY);
+		struct lb4_revnat *slot = old ? old : bpf_sk_storage_get(&trellis_lb4_sockets, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (slot)
+			*slot = rn;
 		report(ctx, be->address, be->port, fe->id, VERDICT_TRANSLATED, REASON_NONE);
 	}
 	ctx->user_ip4 = be->address;
@@ -119,8 +120,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 /* Shows the service address instead of the backend's, for the socket that dialled it. */
 static __always_inline int reverse(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct lb4_revnat *rn = bpf_map_lookup_elem(&trellis_lb4_sockets, &cookie);
+	struct lb4_revnat *rn = bpf_sk_storage_get(&trellis_lb4_sockets, ctx->sk, 0, 0);
 	if (rn && rn->backend_address == ctx->user_ip4 && rn->backend_port == (__u16)ctx->user_port) {
 		ctx->user_ip4 = rn->frontend_address;
 		ctx->user_port = rn->frontend_port;
@@ -150,16 +150,6 @@ SEC("cgroup/getpeername4")
 int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	return reverse(ctx);
-}
-
-/* A closed socket's translation is forgotten at once, so the LRU map holds only live sockets and never evicts
- * the entry of a long-lived one under connection churn. */
-SEC("cgroup/sock_release")
-int sock_release(struct bpf_sock *ctx)
-{
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_delete_elem(&trellis_lb4_sockets, &cookie);
-	return SYS_PROCEED;
 }
 
 /* --- same-node socket acceleration --- */

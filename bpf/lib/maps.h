@@ -231,7 +231,6 @@ struct lb4_nat {
 
 #define LB4_FRONTENDS_MAX 65536
 #define LB4_BACKENDS_MAX 262144
-#define LB4_SOCKETS_MAX 262144
 #define LB4_AFFINITY_MAX 65536
 #define LB4_NAT_MAX 262144
 #define LB4_MAGLEV_MAX 4096 /* frontends using Maglev */
@@ -397,10 +396,12 @@ struct {
 	__array(values, struct lb4_maglev_inner);
 } trellis_lb4_maglev SEC(".maps");
 
+/* The service translation of a socket that dialled a service (for getpeername and UDP replies): socket-local
+ * storage, freed with the socket, so nothing to clean up at close and nothing evicted under connection churn. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, LB4_SOCKETS_MAX);
-	__type(key, __u64); /* socket cookie */
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct lb4_revnat);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trellis_lb4_sockets SEC(".maps");

@@ -43,9 +43,19 @@ public sealed class NodeDatapath : IDisposable
         ("sock4_sendmsg", CgroupAttachType.Udp4Sendmsg),
         ("sock4_recvmsg", CgroupAttachType.Udp4Recvmsg),
         ("sock4_getpeername", CgroupAttachType.Inet4Getpeername),
-        ("sock_release", CgroupAttachType.InetSockRelease),
-        ("sock_accel_ops", CgroupAttachType.SockOps),
     ];
+
+    // Attached only while socket acceleration is on: with a sock_ops program on the cgroup every TCP socket runs it
+    // at ~9 points of its life (~0.5 µs per connection), which a node without acceleration need not pay.
+    private static readonly (string Program, CgroupAttachType Type) SockAccelOps = ("sock_accel_ops", CgroupAttachType.SockOps);
+
+    // Programs earlier versions attached to the cgroup, detached when found (cgroup programs outlive the agent).
+    private static readonly (string Program, CgroupAttachType Type)[] RetiredSockPrograms =
+    [
+        ("sock_release", CgroupAttachType.InetSockRelease), // service translations now live in socket storage
+    ];
+
+    private string? _sockCgroup;
 
     private NodeDatapath(BpfObject obj, BpfObject sock, BpfObject netdev, string pinRoot)
     {
@@ -275,6 +285,7 @@ public sealed class NodeDatapath : IDisposable
                 | (socketAcceleration ? NodeConfig.FlagSockAccel : 0),
             ProxyPortBe = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(proxyPort),
         });
+        SetSocketAccelerationHook(socketAcceleration);
         BumpPolicyGen();
     }
 
@@ -358,16 +369,35 @@ public sealed class NodeDatapath : IDisposable
     /// copy an earlier agent attached (cgroup programs outlive the process that attached them).</summary>
     public void AttachSocketLb(string cgroupPath)
     {
+        foreach (var (name, type) in RetiredSockPrograms)
+            DetachByName(cgroupPath, name, type);
         foreach (var (name, type) in SockPrograms)
         {
             var prog = _sock.Program(name);
-            foreach (var id in Cgroup.Query(cgroupPath, type))
-                if (BpfProgram.InfoById(id)?.Name == prog.Name[..Math.Min(prog.Name.Length, 15)])
-                    Cgroup.DetachById(cgroupPath, id, type);
+            DetachByName(cgroupPath, prog.Name, type);
             Cgroup.Attach(cgroupPath, prog, type);
         }
         // The message verdict program belongs to the sockhash itself (replaced in place by a new agent).
         SockAccel.AttachProgram(_sock.Program(Names.SockAccelMsg), BpfMapAttachType.SkMsgVerdict);
+        _sockCgroup = cgroupPath;
+        SetSocketAccelerationHook(SocketAcceleration);
+    }
+
+    /// <summary>Attaches or detaches sock_accel_ops on the pods' cgroup (once <see cref="AttachSocketLb"/> named it).</summary>
+    private void SetSocketAccelerationHook(bool on)
+    {
+        if (_sockCgroup is null) return;
+        var prog = _sock.Program(SockAccelOps.Program);
+        DetachByName(_sockCgroup, prog.Name, SockAccelOps.Type);
+        if (on)
+            Cgroup.Attach(_sockCgroup, prog, SockAccelOps.Type);
+    }
+
+    private static void DetachByName(string cgroupPath, string name, CgroupAttachType type)
+    {
+        foreach (var id in Cgroup.Query(cgroupPath, type))
+            if (BpfProgram.InfoById(id)?.Name == name[..Math.Min(name.Length, 15)]) // the kernel keeps 15 characters
+                Cgroup.DetachById(cgroupPath, id, type);
     }
 
     // --- node devices and the per-packet load balancer ---

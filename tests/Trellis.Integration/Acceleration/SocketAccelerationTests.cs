@@ -28,6 +28,10 @@ public sealed class SocketAccelerationTests
         return tcPackets;
     }
 
+    private static bool SockOpsAttached(TestLab lab) =>
+        Trellis.Bpf.Cgroup.Query(Trellis.Lab.Cgroups.NodeDir(lab.Node), Trellis.Bpf.CgroupAttachType.SockOps)
+            .Any(id => Trellis.Bpf.BpfProgram.InfoById(id)?.Name == "sock_accel_ops");
+
     [Fact]
     public async Task Spliced_connection_skips_tc_and_a_policy_change_still_cuts_it()
     {
@@ -40,8 +44,12 @@ public sealed class SocketAccelerationTests
         var tcPackets = await EchoTwentyMegabytesAsync(lab, client, serverIp, TcpEcho);
         Assert.True(tcPackets < 100, $"{tcPackets} packets crossed the TC programs for 40 MB of spliced data");
 
-        // The same without acceleration: the data crosses TC (the control for the check above).
+        Assert.True(SockOpsAttached(lab), "acceleration on: sock_accel_ops is attached to the pods' cgroup");
+
+        // The same without acceleration: the data crosses TC (the control for the check above), and no sock_ops
+        // program runs for the node's sockets.
         await lab.Agent.SetConfigAsync(new ConfigDto(SocketAcceleration: false));
+        Assert.False(SockOpsAttached(lab), "acceleration off: no sock_ops program on the pods' cgroup");
         Assert.True(await EchoTwentyMegabytesAsync(lab, client, serverIp, TcpEcho) > 1000, "without acceleration the data crosses TC");
 
         // An open spliced connection is cut when the policy stops allowing it (the agent takes the pod's sockets out of
