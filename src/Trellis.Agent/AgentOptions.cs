@@ -27,6 +27,19 @@ public sealed record AgentOptions
     /// <summary>The node's L7 proxy listens on 127.0.0.1:ProxyPort in the node's network namespace; 0 = no proxy
     /// (flows whose policy has HTTP rules are then refused: fail closed). 15001 is Istio's outbound capture port.</summary>
     public ushort ProxyPort { get; init; } = 15001;
+    /// <summary>Client URLs of the etcd cluster this node joins; null = no cluster (the embedded store, one node).</summary>
+    public IReadOnlyList<string>? EtcdEndpoints { get; init; }
+    /// <summary>The cluster's name: its keys live under /trellis/&lt;Cluster&gt;/ in etcd.</summary>
+    public string Cluster { get; init; } = "default";
+    /// <summary>Reach etcd from this network namespace (a path) rather than the agent's own: set by the lab, whose
+    /// node namespaces have no network to the host.</summary>
+    public string? EtcdNetworkNamespace { get; init; }
+    /// <summary>TTL of the node's etcd lease: a node that stops renewing it disappears from the cluster after this long.</summary>
+    public TimeSpan NodeLeaseTtl { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long one etcd call may take (retries included) before the store counts as unreachable.</summary>
+    public TimeSpan EtcdRequestTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan ClusterProbeInterval { get; init; } = TimeSpan.FromSeconds(2);
+    public TimeSpan IdentityGcInterval { get; init; } = TimeSpan.FromSeconds(30);
     public string? StateDirOverride { get; init; }
     public string? PinRootOverride { get; init; }
     public string? SocketOverride { get; init; }

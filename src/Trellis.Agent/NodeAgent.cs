@@ -27,6 +27,7 @@ public sealed class NodeAgent : IDisposable
     private NodeDatapath _dp = null!;
     private PodIpam _ipam = null!;
     private IIdentityManager _identities = null!;
+    private Cluster.ClusterMembership? _cluster; // null: one node on the embedded store
     private PolicyRepository _policies = null!;
     private readonly Dictionary<string, Labels> _namespaces = new();
     private CidrIdentities _cidrs = null!;
@@ -62,9 +63,17 @@ public sealed class NodeAgent : IDisposable
         if (!BpfFs.IsRoot)
             throw new DatapathException("trellis agent must run as root (it loads BPF programs and configures network devices)");
         _store = new FileStateStore(Path.Combine(_opt.StateDir, "store"));
-        _dp = NodeDatapath.Load(_opt.PinRoot);
         _ipam = new PodIpam(_opt.PodCidr, _store);
-        _identities = new IdentityManager(_store);
+        // With etcd, identities are the cluster's; endpoints, policies and services stay in the node's file store.
+        if (_opt.EtcdEndpoints is { } etcd)
+            _cluster = Cluster.ClusterMembership.Join(
+                new State.Etcd.EtcdOptions
+                {
+                    Endpoints = etcd, Cluster = _opt.Cluster, RequestTimeout = _opt.EtcdRequestTimeout, NetworkNamespace = _opt.EtcdNetworkNamespace,
+                },
+                new Cluster.NodeRecord(_opt.Node, _ipam.Cidr, _ipam.RouterIp.ToString(), StartedAt), _opt.NodeLeaseTtl, _log);
+        _dp = NodeDatapath.Load(_opt.PinRoot);
+        _identities = _cluster?.Identities ?? (IIdentityManager)new IdentityManager(_store);
         _policies = new PolicyRepository(_store);
         _cidrs = new CidrIdentities(_store, _dp);
         _cidrs.Sync(PolicyCompiler.ReferencedCidrs(Sources()));
@@ -83,6 +92,9 @@ public sealed class NodeAgent : IDisposable
         {
             foreach (var (_, json) in _store.List("endpoints"))
                 Readopt(JsonSerializer.Deserialize<EndpointState>(json)!);
+            // The cluster's allocator holds nothing yet: reference each endpoint's identity again (same labels, same
+            // id, unless the id was freed and reused while this node was away: then the endpoint moves).
+            if (_cluster is not null) Reidentify(_endpoints.Values.ToList());
             RegenerateAll();
             ScanDevicesLocked();
             _services.Sync(EndpointStates());
@@ -95,7 +107,38 @@ public sealed class NodeAgent : IDisposable
             StartProxy();
         _ctGc = new Timer(_ => CollectConntrack(), null, _opt.ConntrackGcInterval, _opt.ConntrackGcInterval);
         _deviceScan = new Timer(_ => ScanDevices(), null, _opt.DeviceScanInterval, _opt.DeviceScanInterval);
+        _cluster?.Start(OnClusterIdentitiesChanged, OnClusterLeaseRetaken, _opt.ClusterProbeInterval, _opt.IdentityGcInterval);
         _log.LogInformation("agent for node {Node} started: {Endpoints} endpoints re-adopted, pod CIDR {Cidr}", _opt.Node, _endpoints.Count, _ipam.Cidr);
+    }
+
+    // --- cluster (etcd) ---
+
+    // Another node allocated or freed an identity: policies selecting by labels may now cover it.
+    private void OnClusterIdentitiesChanged()
+    {
+        try
+        {
+            lock (_gate) RegenerateAfterIdentityChange();
+            RefreshSnapshot();
+        }
+        catch (Exception e) when (e is IOException or DatapathException or BpfException)
+        {
+            _log.LogError(e, "regenerating policy after a cluster identity change failed");
+        }
+    }
+
+    // The lease was lost and taken again: ids freed meanwhile are allocated anew and their endpoints move.
+    private void OnClusterLeaseRetaken()
+    {
+        try
+        {
+            lock (_gate) Reidentify(_endpoints.Values.ToList());
+            RefreshSnapshot();
+        }
+        catch (Exception e) when (e is IOException or DatapathException or BpfException or AgentException)
+        {
+            _log.LogError(e, "re-referencing identities after the etcd lease was retaken failed");
+        }
     }
 
     // --- L7 proxy ---
@@ -1080,7 +1123,8 @@ public sealed class NodeAgent : IDisposable
                 _dp.Counter(Counters.LbNat),
                 ProxyStatus(),
                 _dp.SocketAcceleration,
-                _dp.AcceleratedSockets);
+                _dp.AcceleratedSockets,
+                _cluster?.Status() ?? Cluster.ClusterMembership.Embedded());
         }
     }
 
@@ -1121,6 +1165,7 @@ public sealed class NodeAgent : IDisposable
 
     public void Dispose()
     {
+        _cluster?.Dispose(); // the node's keys expire after the lease TTL; the datapath keeps enforcing
         _proxy?.Dispose(); // the proxy keeps running: the next agent adopts it
         _l7?.Dispose();
         _ctGc?.Dispose();

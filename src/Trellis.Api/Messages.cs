@@ -39,7 +39,17 @@ public sealed record StatusResponse(
     ulong ServicePacketsTranslated = 0,
     ProxyStatusDto? Proxy = null,
     bool SocketAcceleration = false,
-    int AcceleratedSockets = 0); // spliced same-node TCP sockets (two per connection)
+    int AcceleratedSockets = 0, // spliced same-node TCP sockets (two per connection)
+    ClusterStatusDto? Cluster = null);
+
+/// <summary>Where the agent keeps its state: "embedded" (one node, a file store) or "etcd" (a cluster). For etcd: the
+/// cluster name, the endpoints, whether the last probe reached it (<paramref name="Error"/> says why not, since
+/// <paramref name="UnreachableSince"/>), and the nodes registered in it (alive: their lease is renewed), as of
+/// <paramref name="NodesAsOf"/> (the last successful probe).</summary>
+public sealed record ClusterStatusDto(string Store, string? Cluster, IReadOnlyList<string> Endpoints, bool Healthy, string? Error,
+    DateTimeOffset? UnreachableSince, IReadOnlyList<ClusterNodeDto> Nodes, DateTimeOffset? NodesAsOf);
+
+public sealed record ClusterNodeDto(string Name, string PodCidr, string RouterIp, DateTimeOffset StartedAt, bool Self);
 
 /// <summary>The node's L7 proxy: where it listens (0 = disabled), its pid (0 = not running), how often it was
 /// restarted, the L7 records received and those the proxy reported lost (queue full or no agent listening).</summary>

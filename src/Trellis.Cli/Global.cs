@@ -27,7 +27,8 @@ internal static class Global
             return await body();
         }
         catch (Exception e) when (e is ManifestException or LabException or AgentRequestException or AgentUnavailableException
-                                       or DatapathException or BpfException or Trellis.Agent.AgentException)
+                                       or DatapathException or BpfException or Trellis.Agent.AgentException
+                                       or Trellis.Agent.State.Etcd.EtcdException)
         {
             Console.Error.WriteLine($"Error: {e.Message}");
             return 1;
@@ -64,6 +65,30 @@ internal static class Global
     }
 
     /// <summary>The `-o table|json` option list commands share.</summary>
+    /// <summary>--etcd URL[,URL...]: checked when parsed, so a bad URL fails before anything starts.</summary>
+    public static Option<string> EtcdOption(string description)
+    {
+        var o = new Option<string>("--etcd") { Description = description };
+        o.Validators.Add(r =>
+        {
+            try { Trellis.Agent.State.Etcd.EtcdOptions.ParseEndpoints(r.GetValueOrDefault<string>() ?? ""); }
+            catch (FormatException e) { r.AddError($"--etcd: {e.Message}"); }
+        });
+        return o;
+    }
+
+    public static Option<string> ClusterOption()
+    {
+        var o = new Option<string>("--cluster") { Description = "The cluster's name in etcd (with --etcd)", DefaultValueFactory = _ => "default" };
+        o.Validators.Add(r =>
+        {
+            var v = r.GetValueOrDefault<string>() ?? "";
+            if (!Trellis.Agent.State.Etcd.EtcdOptions.IsValidClusterName(v))
+                r.AddError($"--cluster: '{v}' is not a valid cluster name (lowercase letters, digits and '-', at most 63)");
+        });
+        return o;
+    }
+
     public static Option<string> OutputOption()
     {
         var o = new Option<string>("--output", "-o") { Description = "table or json", DefaultValueFactory = _ => "table" };

@@ -10,6 +10,9 @@ public sealed record LabOptions
     public string PodCidr { get; init; } = "10.200.0.0/24";
     /// <summary>How to start `trellis agent` (the CLI passes itself).</summary>
     public required IReadOnlyList<string> TrellisCommand { get; init; }
+    /// <summary>etcd client URLs (comma-separated) the node's agent joins a cluster with; null = single node.</summary>
+    public string? Etcd { get; init; }
+    public string Cluster { get; init; } = "default";
     public TimeSpan AgentStartTimeout { get; init; } = TimeSpan.FromSeconds(30);
     public Action<string>? Progress { get; init; }
 }
@@ -128,8 +131,13 @@ public sealed class LabRunner(LabOptions options)
         Directory.CreateDirectory(AgentPaths.RunDir(options.Node));
         var log = Path.Combine(AgentPaths.RunDir(options.Node), "agent.log");
         Say($"starting agent for node {options.Node} (log {log})");
+        var hostNetns = Naming.NetnsPath(Naming.HostNetnsRef(options.Node));
+        if (options.Etcd is not null && !File.Exists(hostNetns))
+            Shell.Run("ip", ["netns", "attach", Naming.HostNetnsRef(options.Node), Environment.ProcessId.ToString()]);
         StartDetached(Naming.NetnsPath(Naming.NodeNetns(options.Node)), cgroup: null, log,
-            [.. options.TrellisCommand, "agent", "--node", options.Node, "--pod-cidr", options.PodCidr]);
+            [.. options.TrellisCommand, "agent", "--node", options.Node, "--pod-cidr", options.PodCidr,
+                // The node's namespace has no network to the host: the agent reaches etcd through the host's namespace.
+                .. options.Etcd is null ? Array.Empty<string>() : ["--etcd", options.Etcd, "--cluster", options.Cluster, "--etcd-netns", hostNetns]]);
         var deadline = DateTime.UtcNow + options.AgentStartTimeout;
         while (DateTime.UtcNow < deadline)
         {

@@ -10,6 +10,9 @@ public static class Naming
     public static string NodeNetns(string node) => $"trellis_{node}";
     public static string PodNetnsPrefix(string node) => $"trellis_{node}_";
     public static string PodNetns(string node, string ns, string pod) => $"trellis_{node}_{ns}_{pod}";
+    /// <summary>A reference to the network namespace `lab up` ran in (the host's), through which a node's agent reaches
+    /// etcd. It starts with the pod prefix, so `lab down` removes it with the pods ("" is no Kubernetes namespace).</summary>
+    public static string HostNetnsRef(string node) => $"trellis_{node}__host";
     public static string NetnsPath(string name) => $"{NetnsDir}/{name}";
 
     /// <summary>Host-side veth name: "lxc" + 8 hex digits of a hash (interface names are limited to 15 bytes).</summary>

@@ -54,6 +54,10 @@ public static class ApiServer
             {
                 await Error(ctx, 500, e.Message);
             }
+            catch (Trellis.Agent.State.Etcd.EtcdException e)
+            {
+                await Error(ctx, 503, $"the cluster store is unavailable: {e.Message}");
+            }
         });
 
         app.MapGet("/v1/status", () => agent.Status());

@@ -43,6 +43,13 @@ internal static class AgentCommand
             Description = "Port of the node's L7 proxy (trellis-proxy, started and supervised by the agent) on 127.0.0.1 in the node's network namespace; 0 = no proxy, and policies with HTTP rules are refused",
             DefaultValueFactory = _ => 15001,
         };
+        var etcd = Global.EtcdOption("Join a cluster: client URLs of its etcd members, comma-separated (http://HOST:PORT; https is not supported yet). " +
+            "Identities are then allocated cluster-wide and the node is registered with a lease. Without it: one node, embedded store");
+        var cluster = Global.ClusterOption();
+        var etcdNetns = new Option<string>("--etcd-netns")
+        {
+            Description = "Connect to etcd from this network namespace (a path, e.g. /proc/1/ns/net); 'trellis lab up' sets it, as its nodes have no network to the host",
+        };
         var cmd = new Command("agent", """
             Run the node agent (a daemon, as root): loads the datapath, manages endpoints, identities, policy and flows,
             and serves the API on /run/trellis/NODE/agent.sock, Prometheus metrics on http://127.0.0.1:9962/metrics and
@@ -52,6 +59,7 @@ internal static class AgentCommand
 
             Example:
               trellis agent --node node1 --pod-cidr 10.200.0.0/24
+              trellis agent --node node2 --pod-cidr 10.200.1.0/24 --etcd http://10.0.0.1:2379,http://10.0.0.2:2379 --cluster lab
             """);
         cmd.Options.Add(podCidr);
         cmd.Options.Add(flowStore);
@@ -59,6 +67,9 @@ internal static class AgentCommand
         cmd.Options.Add(metricsAddress);
         cmd.Options.Add(hubbleAddress);
         cmd.Options.Add(proxyPort);
+        cmd.Options.Add(etcd);
+        cmd.Options.Add(cluster);
+        cmd.Options.Add(etcdNetns);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var node = r.GetValue(Global.Node)!;
@@ -73,6 +84,9 @@ internal static class AgentCommand
                 MetricsAddress = r.GetValue(metricsAddress) is "off" or "" ? null : r.GetValue(metricsAddress),
                 HubbleAddress = r.GetValue(hubbleAddress) is "off" or "" ? null : r.GetValue(hubbleAddress),
                 ProxyPort = r.GetValue(proxyPort),
+                EtcdEndpoints = r.GetValue(etcd) is { } urls ? Trellis.Agent.State.Etcd.EtcdOptions.ParseEndpoints(urls) : null,
+                Cluster = r.GetValue(cluster)!,
+                EtcdNetworkNamespace = r.GetValue(etcdNetns),
             };
             using var loggers = LoggerFactory.Create(b => b
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })

@@ -20,15 +20,20 @@ internal static class LabCommands
     {
         var file = new Option<FileInfo>("--file", "-f") { Description = "Lab file: Namespace and Pod resources (and optionally policies)", Required = true };
         var podCidr = new Option<string>("--pod-cidr") { Description = "The node's pod CIDR", DefaultValueFactory = _ => "10.200.0.0/24" };
+        var etcd = Global.EtcdOption("Start the node's agent in a cluster: etcd client URLs, comma-separated (see 'trellis agent --help')");
+        var cluster = Global.ClusterOption();
         var cmd = new Command("up", """
             Create the node (starting its agent if none runs) and the pods of a lab file, then start each pod's command.
             Running it again adds what is missing.
 
             Example:
               trellis lab up -f examples/shop/lab.yaml
+              trellis --node n2 lab up -f examples/shop/lab.yaml --pod-cidr 10.200.1.0/24 --etcd http://127.0.0.1:2379
             """);
         cmd.Options.Add(file);
         cmd.Options.Add(podCidr);
+        cmd.Options.Add(etcd);
+        cmd.Options.Add(cluster);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             var f = r.GetValue(file)!;
@@ -38,6 +43,8 @@ internal static class LabCommands
             {
                 Node = r.GetValue(Global.Node)!,
                 PodCidr = r.GetValue(podCidr)!,
+                Etcd = r.GetValue(etcd),
+                Cluster = r.GetValue(cluster)!,
                 TrellisCommand = Global.SelfCommand(),
                 Progress = Console.WriteLine,
             });

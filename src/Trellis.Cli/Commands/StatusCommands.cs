@@ -8,15 +8,20 @@ internal static class StatusCommands
     public static Command CreateStatus()
     {
         var cmd = new Command("status", """
-            Show the agent's health: kernel and BPF features, endpoints, identities, programs, map fill levels, counters.
+            Show the agent's health: kernel and BPF features, endpoints, identities, programs, map fill levels, counters,
+            and the state store: embedded (one node) or etcd, with its health and the cluster's nodes.
 
             Example:
               trellis status
+              trellis status -o json
             """);
+        var output = Global.OutputOption();
+        cmd.Options.Add(output);
         cmd.SetAction((r, ct) => Global.Run(async () =>
         {
             using var c = Global.Client(r);
             var s = await c.StatusAsync(ct);
+            if (Global.PrintedJson(r, output, s)) return 0;
             var o = Global.Out;
             o.MarkupLine($"[bold]Agent[/]:       [green]OK[/] node {s.Node}, up since {s.StartedAt.ToLocalTime():u}");
             o.MarkupLine($"[bold]Kernel[/]:      {Markup.Escape(s.Kernel)}");
@@ -34,6 +39,7 @@ internal static class StatusCommands
                     : $"[bold]L7 proxy[/]:    {(px.Pid != 0 ? $"[green]running[/] pid {px.Pid}" : "[red]not running[/] (flows that need it are refused)")} on 127.0.0.1:{px.Port}, "
                       + $"{px.L7Endpoints} endpoint(s) with HTTP rules, {px.Records} requests seen, {px.RecordsLost} records lost, {px.Restarts} restarts");
             o.MarkupLine($"[bold]Pins[/]:        {Markup.Escape(s.PinRoot)}    [bold]State[/]: {Markup.Escape(s.StateDir)}");
+            if (s.Cluster is { } cl) WriteCluster(o, cl);
             var progs = new Table().AddColumns("PROGRAM", "ID", "ATTACHED VETHS", "RUNS", "AVG NS");
             foreach (var p in s.Programs)
                 progs.AddRow(p.Name, p.Id.ToString(), p.AttachedInterfaces.ToString(), p.RunCount.ToString(), p.RunCount == 0 ? "-" : (p.RunTimeNs / p.RunCount).ToString());
@@ -46,6 +52,28 @@ internal static class StatusCommands
         }));
         return cmd;
     }
+
+    private static void WriteCluster(IAnsiConsole o, Trellis.Api.ClusterStatusDto cl)
+    {
+        if (cl.Store == "embedded")
+        {
+            o.MarkupLine("[bold]Store[/]:       embedded (this node only)");
+            return;
+        }
+        var health = cl.Healthy ? "[green]healthy[/]"
+            : $"[red]unreachable[/] since {cl.UnreachableSince?.ToLocalTime():u}: {Markup.Escape(cl.Error ?? "")} [yellow](degraded: enforcing the last known state)[/]";
+        o.MarkupLine($"[bold]Store[/]:       etcd {Markup.Escape(string.Join(",", cl.Endpoints))} {health}");
+        o.MarkupLine($"[bold]Cluster[/]:     {Markup.Escape(cl.Cluster ?? "")}, {cl.Nodes.Count} node(s){(cl.Healthy ? "" : $" as of {cl.NodesAsOf?.ToLocalTime():u}")}");
+        var nodes = new Table().AddColumns("NODE", "POD CIDR", "ROUTER", "AGE", "HEALTH");
+        var now = DateTimeOffset.UtcNow;
+        foreach (var n in cl.Nodes)
+            nodes.AddRow(Markup.Escape(n.Name) + (n.Self ? " (this node)" : ""), n.PodCidr, n.RouterIp, Age(now - n.StartedAt),
+                cl.Healthy ? "[green]alive[/] (lease renewed)" : "[yellow]unknown[/] (store unreachable)");
+        o.Write(nodes);
+    }
+
+    private static string Age(TimeSpan t) =>
+        t.TotalSeconds < 120 ? $"{Math.Max(0, (int)t.TotalSeconds)}s" : t.TotalMinutes < 120 ? $"{(int)t.TotalMinutes}m" : $"{(int)t.TotalHours}h";
 
     public static Command CreateEndpoint()
     {

@@ -20,6 +20,7 @@ internal sealed class EtcdConnection : IDisposable
 
     private readonly GrpcChannel _channel;
     private readonly EtcdOptions _options;
+    private readonly List<NetnsForwarder> _forwarders = [];
 
     public IReadOnlyList<string> Endpoints { get; }
     public KV.KVClient Kv { get; }
@@ -34,6 +35,11 @@ internal sealed class EtcdConnection : IDisposable
             throw new ArgumentException("no etcd endpoint given (e.g. http://127.0.0.1:2379)", nameof(options));
         var addresses = options.Endpoints.Select(ParseEndpoint).ToList();
         Endpoints = addresses.Select(a => $"http://{a.EndPoint.Host}:{a.EndPoint.Port}").ToList();
+        if (options.NetworkNamespace is { } netns)
+        {
+            _forwarders = addresses.Select(a => new NetnsForwarder(netns, a.EndPoint.Host, a.EndPoint.Port)).ToList();
+            addresses = _forwarders.Select(f => new BalancerAddress("127.0.0.1", f.LocalPort)).ToList();
+        }
 
         var services = new ServiceCollection();
         services.AddSingleton<ResolverFactory>(new StaticResolverFactory(_ => addresses));
@@ -60,7 +66,7 @@ internal sealed class EtcdConnection : IDisposable
         Lease = new Lease.LeaseClient(_channel);
     }
 
-    private static BalancerAddress ParseEndpoint(string endpoint)
+    internal static BalancerAddress ParseEndpoint(string endpoint)
     {
         var text = endpoint?.Trim() ?? "";
         if (text.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
@@ -126,5 +132,9 @@ internal sealed class EtcdConnection : IDisposable
         _ => $"{e.GetType().Name}: {e.Message}",
     };
 
-    public void Dispose() => _channel.Dispose();
+    public void Dispose()
+    {
+        _channel.Dispose();
+        foreach (var f in _forwarders) f.Dispose();
+    }
 }
