@@ -17,6 +17,9 @@ public sealed class TestLab : IAsyncDisposable
     public string PodCidr { get; }
     public string LabFilePath { get; }
     public string Dir { get; }
+    /// <summary>etcd client URLs the node's agent joins a cluster with (null: single node, embedded store).</summary>
+    public string? Etcd { get; private init; }
+    public string Cluster { get; private init; } = "default";
     /// <summary>A client of the lab's agent; replaced after every `lab up`, so no pooled connection to a killed agent is reused.</summary>
     public AgentClient Agent { get; private set; }
     private readonly List<IDisposable> _owned = [];
@@ -36,15 +39,23 @@ public sealed class TestLab : IAsyncDisposable
     public static string NodeNameFor(string test) =>
         "it-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(test)))[..6];
 
-    public static async Task<TestLab> UpAsync(string labYaml, [CallerMemberName] string test = "", [CallerFilePath] string file = "")
+    public static Task<TestLab> UpAsync(string labYaml, [CallerMemberName] string test = "", [CallerFilePath] string file = "") =>
+        UpAsync(labYaml, NodeNameFor(Path.GetFileNameWithoutExtension(file) + "." + test), etcd: null, cluster: "default");
+
+    /// <summary>One node of a multi-node lab: its agent joins <paramref name="cluster"/> in the etcd at
+    /// <paramref name="etcd"/>; <paramref name="nodeTag"/> tells the test's nodes apart (node name and pod CIDR).</summary>
+    public static Task<TestLab> UpInClusterAsync(string labYaml, string etcd, string cluster, string nodeTag,
+        [CallerMemberName] string test = "", [CallerFilePath] string file = "") =>
+        UpAsync(labYaml, NodeNameFor(Path.GetFileNameWithoutExtension(file) + "." + test + "." + nodeTag), etcd, cluster);
+
+    private static async Task<TestLab> UpAsync(string labYaml, string node, string? etcd, string cluster)
     {
         RequireEnvironment();
-        var node = NodeNameFor(Path.GetFileNameWithoutExtension(file) + "." + test);
         LabRunner.Down(node); // leftovers of an interrupted run
         var dir = Directory.CreateTempSubdirectory($"trellis-{node}-").FullName;
         var labFile = Path.Combine(dir, "lab.yaml");
         await File.WriteAllTextAsync(labFile, labYaml);
-        var lab = new TestLab(node, dir, labFile);
+        var lab = new TestLab(node, dir, labFile) { Etcd = etcd, Cluster = cluster };
         try
         {
             await lab.ReUpAsync();
@@ -60,7 +71,7 @@ public sealed class TestLab : IAsyncDisposable
     /// <summary>Runs `lab up` again with the same file (it adds what is missing and starts the agent if none runs).</summary>
     public async Task ReUpAsync(CancellationToken ct = default)
     {
-        await new LabRunner(new LabOptions { Node = Node, PodCidr = PodCidr, TrellisCommand = [TrellisExe] }).UpAsync(LabRunner.Load(LabFilePath), ct);
+        await new LabRunner(new LabOptions { Node = Node, PodCidr = PodCidr, TrellisCommand = [TrellisExe], Etcd = Etcd, Cluster = Cluster }).UpAsync(LabRunner.Load(LabFilePath), ct);
         var old = Agent;
         Agent = NewClient(Node);
         old.Dispose();
