@@ -24,15 +24,18 @@ public sealed class EtcdClusterLabTests(EtcdCluster etcd) : IClassFixture<EtcdCl
 
     /// <summary>Namespace shop and one idle pod per app, named and labelled app=&lt;name&gt;, created in this order.</summary>
     private static string IdlePods(params string[] apps) =>
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n" + string.Concat(apps.Select(app => $$"""
-            ---
-            apiVersion: v1
-            kind: Pod
-            metadata: { name: {{app}}, namespace: shop, labels: { app: {{app}} } }
-            spec:
-              containers: [{ name: idle, command: ["sleep", "infinity"] }]
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n" + IdlePodsIn("shop", apps);
 
-            """));
+    /// <summary>Only the pods, in <paramref name="ns"/> ("default" needs no Namespace resource).</summary>
+    private static string IdlePodsIn(string ns, params string[] apps) => string.Concat(apps.Select(app => $$"""
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: { name: {{app}}, namespace: {{ns}}, labels: { app: {{app}} } }
+        spec:
+          containers: [{ name: idle, command: ["sleep", "infinity"] }]
+
+        """));
 
     [Fact]
     public async Task Two_nodes_share_identities_list_each_other_and_a_killed_node_leaves_after_its_lease()
@@ -75,6 +78,27 @@ public sealed class EtcdClusterLabTests(EtcdCluster etcd) : IClassFixture<EtcdCl
         var after = await StatusJsonAsync(a);
         Assert.True(after.Cluster!.Healthy);
         Assert.Equal([a.Node], after.Cluster.Nodes.Select(n => n.Name));
+    }
+
+    [Fact]
+    public async Task Restarted_agent_references_its_identities_again_under_its_new_lease()
+    {
+        var cluster = ClusterName();
+        // Namespace "default" and no Namespace resource: `lab up` then sends no namespace (which would reidentify the
+        // pods), so only the restarted agent itself can reference the identities again.
+        await using var a = await TestLab.UpInClusterAsync(IdlePodsIn("default", "first", "web"), Urls, cluster, "a");
+        var before = (await a.Agent.EndpointsAsync()).Select(e => (e.Pod, e.Identity)).Order().ToList();
+        using (var kill = Process.Start("kill", ["-KILL", a.AgentPid().ToString()])) kill.WaitForExit();
+        await a.ReUpAsync();
+        Assert.Equal(before, (await a.Agent.EndpointsAsync()).Select(e => (e.Pod, e.Identity)).Order().ToList());
+
+        // The killed agent's lease (10 s) expires with its references; the new agent's must remain, so no node may
+        // collect the ids while the pods use them.
+        using var store = new Trellis.Agent.State.Etcd.EtcdStateStore(new Trellis.Agent.State.Etcd.EtcdOptions { Endpoints = etcd.ClientUrls, Cluster = cluster });
+        await Task.Delay(TimeSpan.FromSeconds(15));
+        var refs = store.ListKeys("identities/v1/value").Where(k => k.EndsWith("/" + a.Node, StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, refs.Count);
+        Assert.Equal(before.Select(b => b.Identity).Order(), store.List("identities/v1/value").Where(kv => kv.Key.EndsWith("/" + a.Node, StringComparison.Ordinal)).Select(kv => uint.Parse(kv.Value)).Order());
     }
 
     [Fact]
@@ -139,6 +163,35 @@ public sealed class EtcdClusterLabTests(EtcdCluster etcd) : IClassFixture<EtcdCl
         Assert.Contains("--etcd", r.Stderr);
         Assert.Contains(message, r.Stderr);
         Assert.False(Directory.Exists("/run/trellis/w8-bad"), "nothing was started");
+    }
+
+    [Fact]
+    public async Task Agent_exits_with_an_error_naming_the_endpoints_when_etcd_is_unreachable_at_start()
+    {
+        const string node = "w8-noetcd";
+        var closed = ClosedPort();
+        try
+        {
+            var r = await TrellisCli.RunAsync("--node", node, "agent", "--etcd", $"http://127.0.0.1:{closed}",
+                "--metrics-address", "off", "--hubble-address", "off", "--proxy-port", "0");
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.False(r.TimedOut);
+            Assert.Contains($"cannot join cluster 'default' in etcd (http://127.0.0.1:{closed})", r.Stderr);
+            Assert.False(File.Exists(AgentPaths.Socket(node)), "no API was served");
+        }
+        finally
+        {
+            Trellis.Lab.LabRunner.Down(node);
+        }
+    }
+
+    private static int ClosedPort()
+    {
+        var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        var port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
     }
 
     [Fact]
