@@ -364,6 +364,9 @@ public sealed class NodeAgent : IDisposable
         var labels = new Labels(r.Labels);
         lock (_gate)
         {
+            // The pods' new identities first: with etcd that can fail (unreachable), and then nothing has changed.
+            foreach (var ep in _endpoints.Values.Where(e => e.State.Namespace == r.Name))
+                _identities.GetOrAllocate(IdentityLabels.For(r.Name, new Labels(ep.State.Labels), labels), out _);
             _store.Put($"namespaces/{r.Name}", JsonSerializer.Serialize(labels.ToDictionary()));
             _namespaces[r.Name] = labels;
             // Namespace labels are part of the identity of every pod in it.
@@ -433,6 +436,8 @@ public sealed class NodeAgent : IDisposable
             foreach (var (k, v) in labels)
                 if ((LabelValidation.LabelKeyError(k) ?? LabelValidation.LabelValueError(v)) is { } err)
                     throw AgentException.BadRequest($"labels of {key}: {k}={v}: {err}");
+            // The identity first: with etcd it can fail (unreachable), and then nothing has changed.
+            _identities.GetOrAllocate(IdentityLabels.For(ns, new Labels(labels), NamespaceLabels(ns)), out _);
             var s = ep.State with { Labels = labels };
             _store.Put($"endpoints/{key}", JsonSerializer.Serialize(s));
             _endpoints[key] = ep with { State = s };

@@ -124,6 +124,11 @@ public sealed class EtcdClusterLabTests(EtcdCluster etcd) : IClassFixture<EtcdCl
             var text = await TrellisCli.RunAsync("--node", lab.Node, "status");
             Assert.Contains("degraded", text.Stdout);
             await AssertPolicyEnforcedAsync(client, intruder, serverIp, "while etcd is down");
+            // A change that needs a new identity is refused, naming the store, and changes nothing.
+            var relabel = await TrellisCli.RunAsync("--node", lab.Node, "endpoint", "label", "client", "-n", "shop", "tier=new");
+            Assert.NotEqual(0, relabel.ExitCode);
+            Assert.Contains("cluster store is unavailable", relabel.Stderr);
+            Assert.DoesNotContain("tier", (await lab.EndpointAsync("shop", "client")).Labels.Keys);
         }
         finally
         {
