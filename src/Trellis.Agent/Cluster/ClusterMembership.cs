@@ -83,6 +83,11 @@ public sealed class ClusterMembership : IDisposable
     /// node registered again (its identity references were put back; some ids may have to be allocated anew).</summary>
     public void Start(Action identitiesChanged, Action leaseRetaken, TimeSpan probeInterval, TimeSpan gcInterval)
     {
+        // The agent's API calls etcd synchronously under its state lock, and gRPC completes those calls on pool threads:
+        // on a 2-core node the default minimum (one thread per core) starves for seconds while the watch callback and
+        // the probe each hold one, long enough for the probe's timeout to report a healthy etcd unreachable.
+        ThreadPool.GetMinThreads(out var workers, out var io);
+        ThreadPool.SetMinThreads(Math.Max(workers, 32), io);
         var stop = _stop.Token;
         _loops.Add(Task.Run(() => SyncLoopAsync(identitiesChanged, stop)));
         _loops.Add(Task.Run(() => ProbeLoopAsync(probeInterval, stop)));

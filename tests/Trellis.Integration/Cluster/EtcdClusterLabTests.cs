@@ -112,7 +112,7 @@ public sealed class EtcdClusterLabTests(EtcdCluster etcd) : IClassFixture<EtcdCl
         await lab.ApplyPolicyAsync(ServerIngressFromClient("server-from-client", (TcpEcho, "TCP")));
         await AssertPolicyEnforcedAsync(client, intruder, serverIp, "with etcd up");
         var pid = lab.AgentPid();
-        Assert.True((await StatusJsonAsync(lab)).Cluster!.Healthy);
+        await WaitAsync(async () => (await StatusJsonAsync(lab)).Cluster!.Healthy, "status healthy with etcd up");
 
         try
         {
