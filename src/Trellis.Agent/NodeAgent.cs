@@ -925,7 +925,7 @@ public sealed class NodeAgent : IDisposable
         _dp.ReplacePolicy(ep.State.Id, MapEntries(compiled));
         if (attach)
         {
-            var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
+            var updated = WithPolicy(ep, compiled);
             _dp.AttachEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)), ep.State.Identity, IngressL7(compiled));
             _endpoints[ep.State.Key] = updated;
         }
@@ -933,6 +933,9 @@ public sealed class NodeAgent : IDisposable
             Commit(ep, compiled);
         return compiled;
     }
+
+    private static EndpointRuntime WithPolicy(EndpointRuntime ep, EndpointPolicy compiled) =>
+        ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
 
     private static bool Unchanged(EndpointRuntime ep, EndpointPolicy compiled) =>
         ep.Installed is { } old && old.IngressEnforced == compiled.IngressEnforced && old.EgressEnforced == compiled.EgressEnforced
@@ -947,7 +950,7 @@ public sealed class NodeAgent : IDisposable
     /// <summary>After its new map is in: the endpoint's flags, and its ipcache entry when its L7 ingress changed.</summary>
     private void Commit(EndpointRuntime ep, EndpointPolicy compiled)
     {
-        var updated = ep with { IngressEnforced = compiled.IngressEnforced, EgressEnforced = compiled.EgressEnforced, Installed = compiled };
+        var updated = WithPolicy(ep, compiled);
         _dp.UpdateEndpoint(ep.Ifindex, ToInfo(ep.State, FlagsOf(updated)));
         // Clients on this node look at this flag to send connections to the proxy for this endpoint's ingress rules.
         if (ep.Installed is null || IngressL7(ep.Installed) != IngressL7(compiled))

@@ -78,7 +78,7 @@ public static partial class NodeAddresses
         }
         finally
         {
-            Close(fd);
+            Interop.LibC.Close(fd);
         }
     }
 
@@ -106,7 +106,7 @@ public static partial class NodeAddresses
         }
         finally
         {
-            Close(fd);
+            Interop.LibC.Close(fd);
         }
         return result;
     }
@@ -136,7 +136,4 @@ public static partial class NodeAddresses
     private static partial int IoctlNative(int fd, nuint request, ref byte arg);
 
     private static int Ioctl(int fd, uint request, Span<byte> arg) => IoctlNative(fd, request, ref MemoryMarshal.GetReference(arg));
-
-    [LibraryImport("libc", EntryPoint = "close")]
-    private static partial int Close(int fd);
 }
